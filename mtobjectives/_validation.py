@@ -1,0 +1,95 @@
+"""Argument checks shared by every public entry point.
+
+Each check raises :class:`ValueError` or :class:`TypeError` with a message that names the
+argument, says what was expected and shows what was received, so that a user never has to read
+a traceback from deep inside PyTorch to learn what they passed wrong.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "check_choice",
+    "check_finite",
+    "check_floating",
+    "check_positive",
+    "check_same_device",
+    "check_shape",
+    "check_tensor",
+]
+
+
+def check_tensor(name: str, value: object) -> Tensor:
+    """Return ``value`` if it is a tensor, else raise a :class:`TypeError` naming ``name``."""
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    return value
+
+
+def check_floating(name: str, value: Tensor) -> Tensor:
+    """Require a floating-point tensor (float16, bfloat16, float32 or float64)."""
+    check_tensor(name, value)
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
+    return value
+
+
+def check_shape(name: str, value: Tensor, expected: Sequence[int | str | None]) -> Tensor:
+    """Check rank and the fixed sizes of ``value``.
+
+    ``expected`` lists one entry per dimension: an ``int`` pins the size, a ``str`` or ``None``
+    is a free size (the string is only the symbol used in the error message, e.g. ``"B"``).
+    """
+    check_tensor(name, value)
+    symbols = ", ".join(str(e) if e is not None else "*" for e in expected)
+    if value.dim() != len(expected):
+        raise ValueError(
+            f"{name} must have {len(expected)} dimensions [{symbols}], "
+            f"got shape {tuple(value.shape)}"
+        )
+    for dim, (size, want) in enumerate(zip(value.shape, expected)):
+        if isinstance(want, int) and size != want:
+            raise ValueError(
+                f"{name} must have shape [{symbols}] with size {want} in dimension {dim}, "
+                f"got shape {tuple(value.shape)}"
+            )
+    return value
+
+
+def check_same_device(**tensors: Tensor | None) -> None:
+    """Require all given (non-``None``) tensors to live on one device."""
+    devices = {name: t.device for name, t in tensors.items() if t is not None}
+    if len(set(devices.values())) > 1:
+        listing = ", ".join(f"{name} on {dev}" for name, dev in devices.items())
+        raise ValueError(f"all tensors must be on the same device, got {listing}")
+
+
+def check_positive(name: str, value: float, *, allow_zero: bool = False) -> float:
+    """Require a finite real number > 0 (or >= 0 with ``allow_zero``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    ok = math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    return float(value)
+
+
+def check_choice(name: str, value: object, choices: Collection[object]) -> None:
+    """Require ``value`` to be one of ``choices``."""
+    if value not in choices:
+        options = " | ".join(repr(c) for c in choices)
+        raise ValueError(f"{name} must be one of {options}, got {value!r}")
+
+
+def check_finite(name: str, value: Tensor) -> Tensor:
+    """Reject tensors that hold NaN or infinity (checked in one reduction)."""
+    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        bad = int((~torch.isfinite(value)).sum())
+        raise ValueError(f"{name} must be finite, got {bad} non-finite value(s) (NaN or inf)")
+    return value
