@@ -1,0 +1,670 @@
+"""Reading MMSA's feature pickles (CH-SIMS, CMU-MOSI, CMU-MOSEI and the synthetic default).
+
+An MMSA feature file is a pickled ``{"train"|"valid"|"test": split}`` where each split is a dict
+of per-sample arrays (SPEC section 2, "MMSA feature pickle format"):
+
+=========================== ============================ =================================
+key                         shape, type                  notes
+=========================== ============================ =================================
+``id``                      ``[N]`` str                  ``"video$_$clip"``
+``raw_text``                ``[N]`` str                  the transcript
+``text``                    ``[N, L, d_t]`` float        BERT token features (optional)
+``text_bert``               ``[N, 3, L]`` int or float   ids, attention mask, segment ids
+                                                         (optional; one of the two text keys
+                                                         is required)
+``audio``                   ``[N, La, da]`` float        MOSI 5, MOSEI 74, SIMS 33 features
+``vision``                  ``[N, Lv, dv]`` float        MOSI 20, MOSEI 35, SIMS 709
+``audio_lengths``           ``[N]`` int                  unaligned files only
+``vision_lengths``          ``[N]`` int                  unaligned files only
+``regression_labels``       ``[N]`` float                the multimodal label ``M``
+``regression_labels_T/A/V`` ``[N]`` float                CH-SIMS's unimodal labels
+=========================== ============================ =================================
+
+Other keys (``classification_labels``, ``annotations``, ...) are ignored, as MMSA ignores them.
+
+:func:`load_mmsa` reads the file as MMSA's ``MMDataset`` does (same keys, ``regression_labels``
+as ``M`` and ``regression_labels_T/A/V`` as ``T/A/V``) but checks it first and raises an
+:class:`MMSADataError` that names the file, the split, the key and what is wrong. Non-finite or
+huge feature values (MOSEI's audio holds ``-inf``; MMSA zeroes the ``-inf`` silently) are
+replaced with 0 and counted in one :class:`MMSADataWarning` per split and modality.
+:class:`MSADataset` serves the samples as dicts of tensors that PyTorch's default collate batches.
+
+Pickle can run code while it loads: load only files you trust.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+__all__ = [
+    "LABEL_RANGES",
+    "SPLITS",
+    "MMSADataError",
+    "MMSADataWarning",
+    "MMSASplit",
+    "MSADataset",
+    "load_mmsa",
+    "make_loader",
+    "parse_mmsa",
+]
+
+SPLITS: tuple[str, ...] = ("train", "valid", "test")
+"""The split names of an MMSA feature file."""
+
+LABEL_RANGES: dict[str, tuple[float, float]] = {
+    "sims": (-1.0, 1.0),
+    "mosi": (-3.0, 3.0),
+    "mosei": (-3.0, 3.0),
+}
+"""The label range of each paper dataset (accepted by ``label_range`` by name)."""
+
+_MODALITY_LABELS = {"T": "regression_labels_T", "A": "regression_labels_A",
+                    "V": "regression_labels_V"}
+_SPLIT_ALIASES = {"dev": "valid", "val": "valid", "validation": "valid", "eval": "test"}
+_CLEAN_CHUNK = 1 << 22  # elements per block when cleaning, bounds the temporary masks
+
+
+class MMSADataError(ValueError):
+    """A feature file that cannot be used: the message names the file, split, key and problem."""
+
+
+class MMSADataWarning(UserWarning):
+    """Feature values that were replaced while loading (non-finite or huge)."""
+
+
+@dataclass
+class MMSASplit:
+    """One split of an MMSA feature file, checked and cleaned.
+
+    Attributes:
+        ids: ``N`` sample ids, ``"video$_$clip"``.
+        raw_text: ``N`` transcripts.
+        text: token features ``[N, L, d_t]`` float32, or ``None`` when the file has none.
+        text_bert: ``[N, 3, L]`` int64 (input ids, attention mask, segment ids), or ``None``.
+        audio: ``[N, La, da]`` float32.
+        vision: ``[N, Lv, dv]`` float32.
+        audio_lengths: valid steps of each audio sequence ``[N]`` int64 (unaligned files), or
+            ``None`` (aligned files: every step counts).
+        vision_lengths: as ``audio_lengths`` for vision.
+        labels: ``{"M": [N]}`` float32, plus ``"T"``, ``"A"``, ``"V"`` when the file has
+            unimodal labels (CH-SIMS).
+        name: the split's name, used in messages.
+    """
+
+    ids: list[str]
+    raw_text: list[str]
+    text: np.ndarray | None
+    text_bert: np.ndarray | None
+    audio: np.ndarray
+    vision: np.ndarray
+    audio_lengths: np.ndarray | None
+    vision_lengths: np.ndarray | None
+    labels: dict[str, np.ndarray]
+    name: str = "split"
+
+    def __len__(self) -> int:
+        return len(self.labels["M"])
+
+    @property
+    def aligned(self) -> bool:
+        """``True`` when the file gives no ``*_lengths`` (word-aligned features)."""
+        return self.audio_lengths is None and self.vision_lengths is None
+
+    @property
+    def feature_dims(self) -> dict[str, int | None]:
+        """Feature sizes ``{"T": d_t or None, "A": da, "V": dv}``."""
+        d_text = None if self.text is None else int(self.text.shape[2])
+        return {"T": d_text, "A": int(self.audio.shape[2]), "V": int(self.vision.shape[2])}
+
+
+# ----------------------------------------------------------------------------------- checks
+
+
+def _fail(where: str, message: str) -> MMSADataError:
+    return MMSADataError(f"{where}: {message}")
+
+
+def _listing(keys: Sequence[object]) -> str:
+    return ", ".join(repr(k) for k in keys) if keys else "nothing"
+
+
+def _numeric(where: str, key: str, value: object, dtype: type) -> np.ndarray:
+    """``value`` as a C-contiguous, writable array of ``dtype`` (no copy when it already is)."""
+    try:
+        array = np.asarray(value)
+        if array.dtype.kind not in "biuf":
+            raise TypeError(f"dtype {array.dtype}")
+        array = np.ascontiguousarray(array, dtype=dtype)
+    except (TypeError, ValueError) as error:
+        raise _fail(
+            where, f"key {key!r} must be a numeric array, got {type(value).__name__} ({error})"
+        ) from None
+    if not array.flags.writeable:
+        array = array.copy()
+    return array
+
+
+def _strings(where: str, key: str, value: object) -> list[str]:
+    array = np.asarray(value, dtype=object)
+    if array.ndim != 1:
+        raise _fail(where, f"key {key!r} must be 1-D [N], got shape {array.shape}")
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in array.tolist()]
+
+
+def _check_rank(where: str, key: str, array: np.ndarray, symbols: str) -> None:
+    rank = len(symbols.split(","))
+    if array.ndim != rank:
+        raise _fail(
+            where, f"key {key!r} must have {rank} dimension(s) [{symbols}], got shape {array.shape}"
+        )
+
+
+def _labels(
+    where: str, key: str, value: object, label_range: tuple[float, float] | None
+) -> np.ndarray:
+    labels = _numeric(where, key, value, np.float32)
+    if labels.ndim == 2 and labels.shape[1] == 1:  # some files store [N, 1]
+        labels = labels[:, 0].copy()
+    _check_rank(where, key, labels, "N")
+    finite = np.isfinite(labels)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        nan = int(np.isnan(labels).sum())
+        raise _fail(
+            where,
+            f"key {key!r} holds {bad.size} non-finite label(s) ({nan} NaN, {bad.size - nan} inf), "
+            f"first at index {bad[0]}; labels must be finite",
+        )
+    if label_range is not None:
+        low, high = label_range
+        tol = 1e-5 * max(1.0, abs(low), abs(high))  # float32 rounding of grid values
+        outside = np.flatnonzero((labels < low - tol) | (labels > high + tol))
+        if outside.size:
+            raise _fail(
+                where,
+                f"key {key!r} holds {outside.size} label(s) outside label_range [{low:g}, {high:g}]"
+                f" (min {labels.min():g}, max {labels.max():g}; first at index {outside[0]}: "
+                f"{labels[outside[0]]:g})",
+            )
+    return labels
+
+
+def _lengths(where: str, key: str, value: object, steps: int) -> np.ndarray:
+    lengths = np.asarray(value)
+    if lengths.dtype.kind == "f":
+        if not (np.isfinite(lengths).all() and (lengths == np.round(lengths)).all()):
+            raise _fail(where, f"key {key!r} must hold whole numbers of steps")
+    lengths = _numeric(where, key, lengths, np.int64)
+    _check_rank(where, key, lengths, "N")
+    outside = np.flatnonzero((lengths < 0) | (lengths > steps))
+    if outside.size:
+        raise _fail(
+            where,
+            f"key {key!r} holds {outside.size} length(s) outside [0, {steps}] (the sequences have "
+            f"{steps} steps); first at index {outside[0]}: {lengths[outside[0]]}",
+        )
+    return lengths
+
+
+def _token_ids(where: str, value: object) -> np.ndarray:
+    raw = np.asarray(value)
+    if raw.dtype.kind == "f":
+        if not (np.isfinite(raw).all() and (raw == np.round(raw)).all()):
+            raise _fail(where, "key 'text_bert' must hold whole numbers (token ids and masks)")
+    ids = _numeric(where, "text_bert", raw, np.int64)
+    _check_rank(where, "text_bert", ids, "N, 3, L")
+    if ids.shape[1] != 3:
+        raise _fail(
+            where,
+            "key 'text_bert' must have shape [N, 3, L] (input ids, attention mask, segment ids), "
+            f"got shape {ids.shape}",
+        )
+    if (ids < 0).any():
+        raise _fail(where, "key 'text_bert' holds negative token ids")
+    if ((ids[:, 1] != 0) & (ids[:, 1] != 1)).any():
+        raise _fail(where, "key 'text_bert' attention mask (row 1) must hold only 0 and 1")
+    return ids
+
+
+def _clean(features: np.ndarray, max_abs: float) -> dict[str, int]:
+    """Replace NaN, +-inf and values with ``|x| > max_abs`` by 0 in place; count each kind."""
+    counts = {"-inf": 0, "+inf": 0, "NaN": 0, "huge": 0}
+    flat = features.reshape(-1)  # a view: ``features`` is C-contiguous
+    with np.errstate(invalid="ignore", over="ignore"):
+        for start in range(0, flat.size, _CLEAN_CHUNK):
+            block = flat[start : start + _CLEAN_CHUNK]
+            bad = ~np.isfinite(block)
+            bad |= np.abs(block) > max_abs
+            if not bad.any():
+                continue
+            values = block[bad]
+            counts["-inf"] += int(np.isneginf(values).sum())
+            counts["+inf"] += int(np.isposinf(values).sum())
+            counts["NaN"] += int(np.isnan(values).sum())
+            counts["huge"] += int(np.isfinite(values).sum())
+            block[bad] = 0.0
+    return counts
+
+
+def _parse_split(
+    source: str,
+    name: str,
+    raw: object,
+    label_range: tuple[float, float] | None,
+    max_abs: float,
+) -> tuple[MMSASplit, list[str]]:
+    where = f"{source}, split {name!r}"
+    if not isinstance(raw, Mapping):
+        raise _fail(where, f"must be a dict of arrays, got {type(raw).__name__}")
+    keys = list(raw.keys())
+    required = ["id", "raw_text", "audio", "vision", "regression_labels"]
+    missing = [repr(key) for key in required if key not in raw]
+    if "text" not in raw and "text_bert" not in raw:
+        missing.append("'text' or 'text_bert'")
+    if missing:
+        raise _fail(
+            where, f"missing key(s) {', '.join(missing)}; the split has {_listing(keys)}"
+        )
+
+    labels = {"M": _labels(where, "regression_labels", raw["regression_labels"], label_range)}
+    for modality, key in _MODALITY_LABELS.items():
+        if key in raw:
+            labels[modality] = _labels(where, key, raw[key], label_range)
+    features: dict[str, np.ndarray] = {}
+    for key, symbols in (("text", "N, L, d_t"), ("audio", "N, La, da"), ("vision", "N, Lv, dv")):
+        if key in raw:
+            features[key] = _numeric(where, key, raw[key], np.float32)
+            _check_rank(where, key, features[key], symbols)
+    text_bert = _token_ids(where, raw["text_bert"]) if "text_bert" in raw else None
+    ids = _strings(where, "id", raw["id"])
+    raw_text = _strings(where, "raw_text", raw["raw_text"])
+    lengths = {
+        key: _lengths(where, key, raw[key], features[key.split("_")[0]].shape[1])
+        for key in ("audio_lengths", "vision_lengths")
+        if key in raw
+    }
+
+    n = len(labels["M"])
+    sizes: dict[str, int] = {"id": len(ids), "raw_text": len(raw_text)}
+    sizes.update({key: len(array) for key, array in features.items()})
+    sizes.update({_MODALITY_LABELS[m]: len(v) for m, v in labels.items() if m != "M"})
+    sizes.update({key: len(array) for key, array in lengths.items()})
+    if text_bert is not None:
+        sizes["text_bert"] = len(text_bert)
+    for key, size in sizes.items():
+        if size != n:
+            raise _fail(
+                where,
+                f"key {key!r} has {size} samples but key 'regression_labels' has {n}; "
+                "every key must hold one entry per sample",
+            )
+    if n == 0:
+        raise _fail(where, "has no samples")
+
+    messages = []
+    for key, array in features.items():
+        counts = _clean(array, max_abs)
+        total = sum(counts.values())
+        if total:
+            detail = ", ".join(f"{counts[k]} {k}" for k in ("-inf", "+inf", "NaN"))
+            messages.append(
+                f"{where}: replaced {total} value(s) of {key!r} with 0 ({detail}, "
+                f"{counts['huge']} with |x| > {max_abs:g})"
+            )
+    split = MMSASplit(
+        ids=ids,
+        raw_text=raw_text,
+        text=features.get("text"),
+        text_bert=text_bert,
+        audio=features["audio"],
+        vision=features["vision"],
+        audio_lengths=lengths.get("audio_lengths"),
+        vision_lengths=lengths.get("vision_lengths"),
+        labels=labels,
+        name=name,
+    )
+    return split, messages
+
+
+def _resolve_range(
+    label_range: float | tuple[float, float] | str | None,
+) -> tuple[float, float] | None:
+    if label_range is None:
+        return None
+    if isinstance(label_range, str):
+        if label_range not in LABEL_RANGES:
+            options = " | ".join(repr(k) for k in LABEL_RANGES)
+            raise ValueError(f"label_range must be a number, a pair or one of {options}, "
+                             f"got {label_range!r}")
+        return LABEL_RANGES[label_range]
+    if isinstance(label_range, (int, float)) and not isinstance(label_range, bool):
+        if not (math.isfinite(label_range) and label_range > 0):
+            raise ValueError(f"label_range must be a finite number > 0, got {label_range!r}")
+        return (-float(label_range), float(label_range))
+    try:
+        low, high = (float(v) for v in label_range)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"label_range must be a number R (for [-R, R]), a pair (low, high) or a dataset "
+            f"name, got {label_range!r}"
+        ) from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"label_range must be finite with low < high, got {label_range!r}")
+    return (low, high)
+
+
+def _parse(
+    data: object,
+    source: str,
+    label_range: float | tuple[float, float] | str | None,
+    max_abs: float,
+    splits: Sequence[str],
+) -> tuple[dict[str, MMSASplit], list[str]]:
+    bounds = _resolve_range(label_range)
+    if isinstance(max_abs, bool) or not isinstance(max_abs, (int, float)) or not max_abs > 0:
+        raise ValueError(f"max_abs must be a number > 0 (math.inf keeps all finite values), "
+                         f"got {max_abs!r}")
+    if not isinstance(data, Mapping):
+        raise MMSADataError(
+            f"{source}: must hold a dict of splits {_listing(list(splits))}, "
+            f"got {type(data).__name__}"
+        )
+    found = list(data.keys())
+    for name in splits:
+        if name not in data:
+            hint = "".join(
+                f"; rename {alias!r} to {target!r}"
+                for alias, target in _SPLIT_ALIASES.items()
+                if alias in data and target == name
+            )
+            raise MMSADataError(
+                f"{source}: missing split {name!r}; the file has {_listing(found)} "
+                f"(MMSA files name the splits {_listing(list(SPLITS))}){hint}"
+            )
+    result: dict[str, MMSASplit] = {}
+    messages: list[str] = []
+    for name in splits:
+        result[name], notes = _parse_split(source, name, data[name], bounds, float(max_abs))
+        messages += notes
+    _check_consistent(source, result)
+    return result, messages
+
+
+def _check_consistent(source: str, splits: Mapping[str, MMSASplit]) -> None:
+    """Every split must have the same text keys and feature sizes (one model serves them all)."""
+    first_name, first = next(iter(splits.items()))
+    for name, split in splits.items():
+        for key in ("text", "text_bert"):
+            if (getattr(split, key) is None) != (getattr(first, key) is None):
+                have, lack = (name, first_name) if getattr(split, key) is not None else (
+                    first_name, name)
+                raise MMSADataError(
+                    f"{source}: split {have!r} has key {key!r} but split {lack!r} has not"
+                )
+        for key in ("text", "audio", "vision"):
+            a, b = getattr(first, key), getattr(split, key)
+            if a is not None and b is not None and a.shape[2] != b.shape[2]:
+                raise MMSADataError(
+                    f"{source}: key {key!r} has {a.shape[2]} features in split {first_name!r} "
+                    f"but {b.shape[2]} in split {name!r}"
+                )
+
+
+def parse_mmsa(
+    data: Mapping[str, Any],
+    *,
+    label_range: float | tuple[float, float] | str | None = None,
+    max_abs: float = 1e4,
+    splits: Sequence[str] = SPLITS,
+    source: str = "<data>",
+) -> dict[str, MMSASplit]:
+    """Check and clean an in-memory MMSA dict (what :func:`load_mmsa` does after unpickling).
+
+    The float arrays are converted to float32 without copying when they already are, and cleaned
+    in place: ``data``'s own arrays may change.
+
+    Args:
+        data: ``{"train"|"valid"|"test": {key: array}}``.
+        label_range: see :func:`load_mmsa`.
+        max_abs: see :func:`load_mmsa`.
+        splits: see :func:`load_mmsa`.
+        source: how messages name the data.
+
+    Returns:
+        ``{split name: MMSASplit}``.
+
+    Raises:
+        MMSADataError: the data is unusable (the message says why).
+    """
+    result, messages = _parse(data, source, label_range, max_abs, splits)
+    for message in messages:
+        warnings.warn(message, MMSADataWarning, stacklevel=2)
+    return result
+
+
+def load_mmsa(
+    path: str | Path,
+    *,
+    label_range: float | tuple[float, float] | str | None = None,
+    max_abs: float = 1e4,
+    splits: Sequence[str] = SPLITS,
+) -> dict[str, MMSASplit]:
+    """Load an MMSA feature pickle, check it and clean its features.
+
+    Checks, each an :class:`MMSADataError` naming the file, split and key: the path is a
+    readable pickle (not truncated); it holds a dict with the splits ``splits``; each split has
+    ``id``, ``raw_text``, ``audio``, ``vision``, ``regression_labels`` and ``text`` or
+    ``text_bert``; ranks (``text``/``audio``/``vision`` 3-D, ``text_bert`` ``[N, 3, L]``,
+    labels and lengths 1-D); every key has ``N`` entries; labels are finite and, when
+    ``label_range`` is given, inside it; lengths lie in ``[0, steps]``; token ids are whole
+    non-negative numbers with a 0/1 attention mask; all splits share feature sizes.
+
+    Cleaning: NaN, :math:`\\pm\\infty` and values with :math:`|x| >` ``max_abs`` in ``text``,
+    ``audio`` and ``vision`` are replaced with 0 (MMSA itself zeroes ``-inf`` in audio); one
+    :class:`MMSADataWarning` per split and modality counts them by kind.
+
+    Args:
+        path: the ``.pkl`` file.
+        label_range: allowed labels, for all of ``regression_labels`` and
+            ``regression_labels_T/A/V``: a number ``R`` for :math:`[-R, R]`, a pair
+            ``(low, high)``, or ``"sims"`` (:math:`[-1, 1]`), ``"mosi"``/``"mosei"``
+            (:math:`[-3, 3]`). ``None`` (default) checks only that labels are finite.
+        max_abs: feature values with a larger magnitude count as corrupt (default
+            :math:`10^4`; ``math.inf`` keeps every finite value).
+        splits: the splits to read (default ``("train", "valid", "test")``).
+
+    Returns:
+        ``{split name: MMSASplit}``.
+
+    Raises:
+        MMSADataError: the file is unusable (the message says why).
+
+    Example:
+        >>> import pickle, tempfile, numpy as np
+        >>> split = {"id": ["v$_$0", "v$_$1"], "raw_text": ["good", "bad"],
+        ...          "text": np.zeros((2, 4, 8), np.float32),
+        ...          "audio": np.array([[[-np.inf]], [[1.0]]], np.float32),
+        ...          "vision": np.zeros((2, 3, 7), np.float32),
+        ...          "audio_lengths": [1, 1], "vision_lengths": [3, 2],
+        ...          "regression_labels": np.array([1.2, -2.0])}
+        >>> path = tempfile.mkdtemp() + "/tiny.pkl"
+        >>> with open(path, "wb") as f:
+        ...     pickle.dump({"train": split, "valid": split, "test": split}, f)
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     data = load_mmsa(path, label_range="mosi")
+        >>> len(data["train"]), data["train"].feature_dims, data["train"].audio[:, 0, 0]
+        (2, {'T': 8, 'A': 1, 'V': 7}, array([0., 1.], dtype=float32))
+        >>> print(str(caught[0].message).split(": ", 1)[1])
+        replaced 1 value(s) of 'audio' with 0 (1 -inf, 0 +inf, 0 NaN, 0 with |x| > 10000)
+    """
+    path = Path(path)
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise MMSADataError(f"{path}: not a file ({what}); expected an MMSA feature pickle")
+    try:
+        with open(path, "rb") as f:
+            data = pickle.load(f)
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError) as error:
+        raise MMSADataError(
+            f"{path}: not a readable pickle, or truncated ({type(error).__name__}: {error})"
+        ) from error
+    except (AttributeError, ImportError) as error:
+        raise MMSADataError(
+            f"{path}: the pickle refers to Python objects that cannot be loaded here "
+            f"({type(error).__name__}: {error}); expected plain dicts of NumPy arrays"
+        ) from error
+    result, messages = _parse(data, str(path), label_range, max_abs, splits)
+    for message in messages:
+        warnings.warn(message, MMSADataWarning, stacklevel=2)
+    return result
+
+
+# ----------------------------------------------------------------------------------- dataset
+
+
+class MSADataset(Dataset):
+    """The samples of one split as dicts of tensors (no copy of the split's arrays).
+
+    Each item is::
+
+        {"text_bert": [3, L] int64  or  "text": [L, d_t] float32,
+         "audio": [La, da] float32, "audio_lengths": () int64,
+         "vision": [Lv, dv] float32, "vision_lengths": () int64,
+         "labels": {"M": () float32, and "T", "A", "V" when the split has them},
+         "index": () int64}
+
+    so :class:`torch.utils.data.DataLoader`'s default collate stacks a batch (``[B, ...]``).
+    Aligned files have no lengths: every step counts, so the lengths are the sequence length.
+    The item tensors share memory with the split's arrays: do not modify them in place.
+
+    Args:
+        split: a split from :func:`load_mmsa`.
+        text_source: ``"bert"`` (token ids for a BERT encoder), ``"features"`` (precomputed
+            token features) or ``"auto"`` (``"bert"`` when the split has ``text_bert``).
+
+    Example:
+        >>> import numpy as np
+        >>> split = MMSASplit(ids=["v$_$0"], raw_text=["ok"], text=None,
+        ...                   text_bert=np.ones((1, 3, 4), np.int64),
+        ...                   audio=np.zeros((1, 6, 5), np.float32),
+        ...                   vision=np.zeros((1, 2, 3), np.float32), audio_lengths=None,
+        ...                   vision_lengths=None, labels={"M": np.array([0.5], np.float32)})
+        >>> item = MSADataset(split)[0]
+        >>> sorted(item)
+        ['audio', 'audio_lengths', 'index', 'labels', 'text_bert', 'vision', 'vision_lengths']
+        >>> item["text_bert"].shape, int(item["audio_lengths"])
+        (torch.Size([3, 4]), 6)
+    """
+
+    def __init__(self, split: MMSASplit, text_source: str = "auto") -> None:
+        if text_source not in ("auto", "bert", "features"):
+            raise ValueError(
+                f"text_source must be one of 'auto' | 'bert' | 'features', got {text_source!r}"
+            )
+        if text_source == "auto":
+            text_source = "bert" if split.text_bert is not None else "features"
+        array = split.text_bert if text_source == "bert" else split.text
+        if array is None:
+            key = "text_bert" if text_source == "bert" else "text"
+            raise ValueError(
+                f"text_source={text_source!r} needs key {key!r}, which split {split.name!r} "
+                "does not have"
+            )
+        self.split = split
+        self.text_source = text_source
+        self.text_key = "text_bert" if text_source == "bert" else "text"
+        self.text = torch.from_numpy(array)
+        self.audio = torch.from_numpy(split.audio)
+        self.vision = torch.from_numpy(split.vision)
+        n = len(split)
+        self.audio_lengths = self._lengths(split.audio_lengths, n, split.audio.shape[1])
+        self.vision_lengths = self._lengths(split.vision_lengths, n, split.vision.shape[1])
+        self.labels = {name: torch.from_numpy(values) for name, values in split.labels.items()}
+
+    @staticmethod
+    def _lengths(lengths: np.ndarray | None, n: int, steps: int) -> torch.Tensor:
+        if lengths is None:
+            return torch.full((n,), steps, dtype=torch.int64)
+        return torch.from_numpy(lengths)
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = int(index)
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} is out of range for {len(self)} samples")
+        index %= len(self)
+        return {
+            self.text_key: self.text[index],
+            "audio": self.audio[index],
+            "audio_lengths": self.audio_lengths[index],
+            "vision": self.vision[index],
+            "vision_lengths": self.vision_lengths[index],
+            "labels": {name: values[index] for name, values in self.labels.items()},
+            "index": torch.tensor(index, dtype=torch.int64),
+        }
+
+
+def make_loader(
+    data: MSADataset | MMSASplit,
+    *,
+    batch_size: int,
+    shuffle: bool = False,
+    sampler: Sampler[int] | None = None,
+    drop_last: bool = False,
+    num_workers: int = 0,
+    seed: int | None = None,
+    text_source: str = "auto",
+    pin_memory: bool = False,
+) -> DataLoader:
+    """A :class:`~torch.utils.data.DataLoader` over a split with the default collate.
+
+    Args:
+        data: an :class:`MSADataset`, or an :class:`MMSASplit` wrapped with ``text_source``.
+        batch_size: samples per batch (> 0).
+        shuffle: reshuffle every epoch (not with ``sampler``).
+        sampler: e.g. a :class:`~torch.utils.data.distributed.DistributedSampler` (call its
+            ``set_epoch`` each epoch).
+        drop_last: drop the last incomplete batch.
+        num_workers: loader worker processes.
+        seed: seed of the shuffling generator, for reproducible order (``None``: torch's global
+            generator).
+        text_source: used when ``data`` is an :class:`MMSASplit`.
+        pin_memory: pin batches for faster host-to-GPU copies.
+
+    Returns:
+        The loader; each batch is a dict as in :class:`MSADataset` with a leading ``[B]``.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int > 0, got {batch_size!r}")
+    if sampler is not None and shuffle:
+        raise ValueError("shuffle=True cannot be combined with a sampler (the sampler orders "
+                         "the samples); pass shuffle=False")
+    dataset = data if isinstance(data, MSADataset) else MSADataset(data, text_source)
+    generator = None
+    if seed is not None:
+        generator = torch.Generator().manual_seed(int(seed))
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        sampler=sampler,
+        drop_last=drop_last,
+        num_workers=num_workers,
+        generator=generator,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+    )
