@@ -1,0 +1,406 @@
+"""examples/dmmsa model and configs: ConFEDE's encoders feeding the decomposition head."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as torch_f
+
+import mtobjectives as mt
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "dmmsa"))
+
+import configs  # noqa: E402
+import model  # noqa: E402
+
+HAS_OBJECTIVE = importlib.util.find_spec("mtobjectives.objective") is not None
+WORDS = ["good", "bad", "movie", "not", "very", "boring", "great", "plot"]
+
+
+def tiny_config(**changes: object) -> configs.ModelConfig:
+    base = configs.ModelConfig(
+        text_source="features", text_dim=12, audio_dim=5, vision_dim=7, d_model=16,
+        text_layers=1, audio_layers=1, vision_layers=2, max_len=20, feature_dim=8,
+        fusion_hidden=(16, 8), unimodal_hidden=(4,), pretrain_hidden=(8,), head_dropout=0.1,
+        encoder_dropout=0.1,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def random_batch(batch: int = 4, text_len: int = 9, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    text_mask = (torch.arange(text_len) < torch.randint(3, text_len + 1, (batch, 1), generator=g))
+    ids = torch.randint(5, 5 + len(WORDS), (batch, text_len), generator=g) * text_mask
+    return {
+        "text": torch.randn(batch, text_len, 12, generator=g),
+        "text_bert": torch.stack([ids, text_mask.long(), torch.zeros_like(ids)], dim=1),
+        "audio": torch.randn(batch, 15, 5, generator=g),
+        "audio_lengths": torch.randint(1, 16, (batch,), generator=g),
+        "vision": torch.randn(batch, 11, 7, generator=g),
+        "vision_lengths": torch.randint(1, 12, (batch,), generator=g),
+        "labels": {"M": torch.rand(batch, generator=g) * 6 - 3},
+        "index": torch.arange(batch),
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 1-layer BERT with its tokenizer saved to a local folder (no download)."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
+    BertTokenizer(str(vocab)).save_pretrained(folder)
+    torch.manual_seed(0)
+    bert_config = BertConfig(
+        vocab_size=5 + len(WORDS), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=24, max_position_embeddings=32,
+    )
+    BertModel(bert_config).save_pretrained(folder)
+    return folder
+
+
+def bert_batch(folder: Path, batch: int = 4) -> dict[str, torch.Tensor]:
+    texts = ["good movie", "not very good plot", "bad", "very boring movie not great"][:batch]
+    return {**random_batch(batch), "text_bert": model.tokenize(texts, str(folder), max_length=9)}
+
+
+def assert_dmmsa_outputs(out: dict, batch: int, modalities: tuple[str, ...], dim: int) -> None:
+    names = [f"{m}_{k}" for m in modalities for k in "sd"]
+    assert out["prediction"].shape == (batch,)
+    assert out["logits"].shape == (batch, 3)
+    assert list(out["features"]) == names and list(out["unimodal"]) == names
+    assert all(f.shape == (batch, dim) for f in out["features"].values())
+    assert all(u.shape == (batch,) for u in out["unimodal"].values())
+
+
+def dmmsa_targets(batch: dict) -> dict[str, torch.Tensor]:
+    return {"M": batch["labels"]["M"]}
+
+
+def hand_written_loss(out: dict, y: torch.Tensor) -> torch.Tensor:
+    feats = out["features"]
+    anchor = torch_f.normalize(feats["T_s"], dim=-1)
+    cands = torch_f.normalize(torch.stack([feats[k] for k in ("T_d", "A_s", "A_d")], 1), dim=-1)
+    sim = torch.einsum("bd,bkd->bk", anchor, cands) / 0.5
+    cl = (torch.logsumexp(sim, 1) - sim[:, 1]).mean()
+    uni = sum(torch_f.smooth_l1_loss(u, y) for u in out["unimodal"].values())
+    classes = torch.bucketize(y, torch.tensor([-0.5, 0.5]))
+    return torch_f.smooth_l1_loss(out["prediction"], y) + torch_f.cross_entropy(
+        out["logits"], classes
+    ) + uni + cl
+
+
+def assert_every_parameter_has_gradient(module: torch.nn.Module, skip: str = "pretrain_heads"):
+    for name, param in module.named_parameters():
+        if name.startswith(skip):
+            continue
+        assert param.grad is not None, name
+        assert param.grad.abs().sum() > 0, name
+
+
+# --- forward shapes ---------------------------------------------------------------------------
+
+
+def test_forward_shapes_with_precomputed_text_features():
+    net = model.DMMSAModel(tiny_config())
+    assert_dmmsa_outputs(net(random_batch()), 4, ("T", "A", "V"), 8)
+
+
+def test_forward_shapes_with_a_tiny_bert_from_a_local_folder(tiny_bert_dir):
+    net = model.DMMSAModel(tiny_config(text_source="bert", text_model=str(tiny_bert_dir)))
+    assert isinstance(net.encoders["T"], model.BertTextEncoder)
+    assert_dmmsa_outputs(net(bert_batch(tiny_bert_dir)), 4, ("T", "A", "V"), 8)
+
+
+def test_tokenize_gives_mmsa_text_bert_layout(tiny_bert_dir):
+    text_bert = model.tokenize(["good movie", "bad"], str(tiny_bert_dir), max_length=6)
+    assert text_bert.shape == (2, 3, 6) and text_bert.dtype == torch.long
+    assert text_bert[:, 1].sum(1).tolist() == [4, 3]  # [CLS] words [SEP]
+    assert text_bert[1, 0, 3:].eq(0).all()  # [PAD] beyond the mask
+
+
+@pytest.mark.parametrize("pooling", ["pooler", "cls", "mean"])
+def test_text_poolings_give_the_bert_hidden_size(tiny_bert_dir, pooling):
+    net = model.DMMSAModel(
+        tiny_config(text_source="bert", text_model=str(tiny_bert_dir), text_pooling=pooling)
+    )
+    assert net.encode(bert_batch(tiny_bert_dir), ["T"])["T"].shape == (4, 16)
+
+
+def test_prebuilt_text_backbone_is_used_without_loading(tiny_bert_dir):
+    from transformers import BertConfig, BertModel
+
+    backbone = BertModel(BertConfig(vocab_size=20, hidden_size=24, num_hidden_layers=1,
+                                    num_attention_heads=2, intermediate_size=8))
+    net = model.DMMSAModel(
+        tiny_config(text_source="bert", text_model="does/not/exist"), text_backbone=backbone
+    )
+    assert net.encoders["T"].backbone is backbone
+    assert net.feature_dims == {"T": 24, "A": 16, "V": 16}
+    assert_dmmsa_outputs(net(bert_batch(tiny_bert_dir)), 4, ("T", "A", "V"), 8)
+
+
+def test_encode_returns_one_pooled_feature_per_modality():
+    features = model.DMMSAModel(tiny_config()).encode(random_batch())
+    assert {m: tuple(f.shape) for m, f in features.items()} == {
+        "T": (4, 16), "A": (4, 16), "V": (4, 16)
+    }
+
+
+def test_pretrain_forward_gives_one_prediction_per_modality():
+    predictions = model.DMMSAModel(tiny_config()).pretrain_forward(random_batch(), ["A", "V"])
+    assert {m: tuple(p.shape) for m, p in predictions.items()} == {"A": (4,), "V": (4,)}
+
+
+def test_model_accepts_an_experiment_config():
+    config = configs.get_config("synthetic")
+    net = model.DMMSAModel(config)
+    assert net.config is config.model
+
+
+# --- lengths masking --------------------------------------------------------------------------
+
+
+def overwrite_padding(batch: dict, value: float) -> dict:
+    batch = {**batch}
+    for key in ("audio", "vision"):
+        steps = torch.arange(batch[key].shape[1])
+        padded = steps.unsqueeze(0) >= batch[f"{key}_lengths"].unsqueeze(1)
+        batch[key] = batch[key].masked_fill(padded.unsqueeze(-1), value)
+    padded_text = batch["text_bert"][:, 1].eq(0)
+    batch["text"] = batch["text"].masked_fill(padded_text.unsqueeze(-1), value)
+    return batch
+
+
+@pytest.mark.parametrize("value", [0.0, 123.0, float("inf"), float("nan")])
+def test_padding_beyond_lengths_does_not_change_outputs(value):
+    torch.manual_seed(0)
+    net = model.DMMSAModel(tiny_config()).eval()
+    batch = random_batch()
+    with torch.no_grad():
+        reference, padded = net(batch), net(overwrite_padding(batch, value))
+    torch.testing.assert_close(padded["prediction"], reference["prediction"])
+    for name in reference["features"]:
+        torch.testing.assert_close(padded["features"][name], reference["features"][name])
+
+
+def test_padding_is_ignored_in_training_mode_too():
+    torch.manual_seed(0)
+    encoder = model.SequenceEncoder(5, 16, 2, dropout=0.0, max_len=20)
+    x, lengths = torch.randn(3, 10, 5), torch.tensor([10, 4, 1])
+    reference = encoder(x, lengths)
+    padded = x.clone()
+    padded[1, 4:], padded[2, 1:] = 7.0, -7.0
+    torch.testing.assert_close(encoder(padded, lengths), reference)
+
+
+def test_a_clip_padded_with_extra_steps_encodes_as_the_unpadded_clip():
+    torch.manual_seed(0)
+    encoder = model.SequenceEncoder(5, 16, 1, dropout=0.0, max_len=20).eval()
+    x = torch.randn(1, 6, 5)
+    longer = torch.cat([x, torch.randn(1, 9, 5)], dim=1)
+    torch.testing.assert_close(encoder(longer, torch.tensor([6])), encoder(x), atol=1e-6, rtol=1e-5)
+
+
+def test_lengths_are_used():
+    torch.manual_seed(0)
+    encoder = model.SequenceEncoder(5, 16, 1, dropout=0.0, max_len=20).eval()
+    x = torch.randn(2, 10, 5)
+    assert not torch.allclose(encoder(x, torch.tensor([10, 10])), encoder(x, torch.tensor([3, 3])))
+
+
+def test_zero_length_clip_gives_a_finite_feature():
+    encoder = model.SequenceEncoder(5, 16, 1, max_len=20).eval()
+    assert torch.isfinite(encoder(torch.randn(2, 4, 5), torch.tensor([0, 4]))).all()
+
+
+# --- subsets of modalities --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("modalities", [("T", "A"), ("A", "V"), ("V",)])
+def test_a_subset_of_modalities_needs_only_its_inputs(modalities):
+    net = model.DMMSAModel(tiny_config(modalities=modalities))
+    keys = {"T": ["text"], "A": ["audio", "audio_lengths"], "V": ["vision", "vision_lengths"]}
+    batch = {k: v for k, v in random_batch().items() if k not in sum(
+        (keys[m] for m in "TAV" if m not in modalities), [])}
+    batch.pop("text_bert")
+    assert set(net.encoders) == set(modalities)
+    assert_dmmsa_outputs(net(batch), 4, modalities, 8)
+
+
+def test_audio_without_lengths_uses_every_step():
+    torch.manual_seed(0)
+    net = model.DMMSAModel(tiny_config(modalities=("A",))).eval()
+    batch = random_batch()
+    full = {"audio": batch["audio"], "audio_lengths": torch.full((4,), 15)}
+    without_lengths = net({"audio": batch["audio"]})["prediction"]
+    torch.testing.assert_close(without_lengths, net(full)["prediction"])
+
+
+# --- bad inputs -------------------------------------------------------------------------------
+
+
+def test_missing_input_of_a_configured_modality_raises():
+    batch = random_batch()
+    del batch["vision"]
+    with pytest.raises(ValueError, match="batch has no 'vision'.*modality 'V'"):
+        model.DMMSAModel(tiny_config())(batch)
+
+
+def test_lengths_beyond_the_padded_length_raise():
+    batch = random_batch()
+    batch["audio_lengths"] = torch.full((4,), 16)
+    with pytest.raises(ValueError, match="audio_lengths must lie in \\[0, 15\\]"):
+        model.DMMSAModel(tiny_config())(batch)
+
+
+def test_sequences_longer_than_max_len_raise():
+    batch = random_batch()
+    batch["audio"], batch["audio_lengths"] = torch.randn(4, 21, 5), None
+    with pytest.raises(ValueError, match="21 time steps.*max_len is 20"):
+        model.DMMSAModel(tiny_config())(batch)
+
+
+def test_wrong_feature_width_raises():
+    batch = random_batch()
+    batch["vision"] = torch.randn(4, 11, 8)
+    with pytest.raises(ValueError, match="vision must have shape \\[B, L, 7\\]"):
+        model.DMMSAModel(tiny_config())(batch)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"modalities": ("T", "X")}, "modalities"),
+        ({"modalities": ()}, "modalities"),
+        ({"text_source": "raw"}, "text_source"),
+        ({"d_model": 20}, "divisible by nhead"),
+        ({"audio_layers": 0}, "audio encoder"),
+    ],
+)
+def test_bad_model_config_raises(changes, message):
+    with pytest.raises(ValueError, match=message):
+        model.DMMSAModel(tiny_config(**changes))
+
+
+# --- gradients --------------------------------------------------------------------------------
+
+
+def test_gradient_reaches_every_parameter_through_a_hand_written_dmmsa_loss():
+    torch.manual_seed(0)
+    net = model.DMMSAModel(tiny_config(modalities=("T", "A")))
+    batch = random_batch()
+    hand_written_loss(net(batch), batch["labels"]["M"]).backward()
+    assert_every_parameter_has_gradient(net)
+
+
+@pytest.mark.skipif(not HAS_OBJECTIVE, reason="mtobjectives.objective is not written yet")
+@pytest.mark.parametrize("text_source", ["features", "bert"])
+def test_gradient_reaches_every_parameter_through_the_dmmsa_objective(tiny_bert_dir, text_source):
+    torch.manual_seed(0)
+    net = model.DMMSAModel(tiny_config(text_source=text_source, text_model=str(tiny_bert_dir)))
+    objective = mt.MultiTaskObjective.dmmsa(binning=mt.CoarseGrainedBinning.preset("mosi"))
+    batch = bert_batch(tiny_bert_dir)
+    result = objective(net(batch), dmmsa_targets(batch))
+    result.loss.backward()
+    assert_every_parameter_has_gradient(net)
+
+
+def test_pretraining_loss_reaches_the_encoder_and_its_regressor_only():
+    net = model.DMMSAModel(tiny_config())
+    batch = random_batch()
+    prediction = net.pretrain_forward(batch, ["V"])["V"]
+    torch_f.mse_loss(prediction, batch["labels"]["M"]).backward()
+    assert_every_parameter_has_gradient(net.encoders["V"], skip="-")
+    assert_every_parameter_has_gradient(net.pretrain_heads["V"], skip="-")
+    assert all(p.grad is None for p in net.head.parameters())
+    assert all(p.grad is None for p in net.encoders["A"].parameters())
+
+
+def test_set_text_trainable_freezes_only_the_text_encoder():
+    net = model.DMMSAModel(tiny_config())
+    net.set_text_trainable(False)
+    assert not any(p.requires_grad for p in net.encoders["T"].parameters())
+    assert all(p.requires_grad for p in net.encoders["A"].parameters())
+
+
+def test_batch_to_moves_nested_tensors_and_keeps_the_rest():
+    batch = {"audio": torch.ones(1), "labels": {"M": torch.zeros(1)}, "id": ["a"]}
+    moved = model.batch_to(batch, "cpu")
+    assert moved["labels"]["M"].device.type == "cpu" and moved["id"] == ["a"]
+
+
+# --- configs ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "layers_va", "fusion", "text_model", "dims", "label_range"),
+    [
+        ("sims", (1, 2), (50, 1e-5, 32), "bert-base-chinese", (768, 33, 709), (-1.0, 1.0)),
+        ("mosi", (2, 2), (50, 1e-5, 16), "bert-base-uncased", (768, 5, 20), (-3.0, 3.0)),
+        ("mosei", (3, 3), (25, 5e-5, 4), "bert-base-uncased", (768, 74, 35), (-3.0, 3.0)),
+    ],
+)
+def test_paper_presets_hold_table_6(name, layers_va, fusion, text_model, dims, label_range):
+    config = configs.get_config(name)
+    m, t = config.model, config.train
+    assert config.dataset == name and config.label_range == label_range
+    assert (m.vision_layers, m.audio_layers) == layers_va
+    assert (t.fusion.epochs, t.fusion.lr, t.fusion.batch_size) == fusion
+    assert m.text_model == text_model and m.text_source == "bert"
+    assert (m.text_dim, m.audio_dim, m.vision_dim) == dims
+    assert (m.d_model, m.nhead, m.encoder_dropout, m.feature_dim) == (768, 8, 0.5, 384)
+    assert m.fusion_hidden == (768, 384, 192, 96) and m.unimodal_hidden == (192, 96)
+    pretrain = {k: (s.lr, s.batch_size, s.epochs) for k, s in t.pretrain.items()}
+    assert pretrain == {"T": (1e-5, 64, 150), "A": (1e-4, 128, 300), "V": (1e-4, 128, 300)}
+
+
+def test_synthetic_preset_is_small_and_uses_text_features():
+    config = configs.get_config("synthetic")
+    assert config.model.text_source == "features" and config.model.d_model <= 128
+    net = model.DMMSAModel(configs.with_input_dims(config, text=12, audio=5, vision=7))
+    assert sum(p.numel() for p in net.parameters()) < 1_000_000
+
+
+def test_get_config_returns_fresh_copies():
+    first = configs.get_config("mosi")
+    first.train.fusion.epochs = 1
+    first.train.pretrain["T"].lr = 1.0
+    second = configs.get_config("mosi")
+    assert second.train.fusion.epochs == 50 and second.train.pretrain["T"].lr == 1e-5
+
+
+def test_unknown_config_name_lists_the_presets():
+    with pytest.raises(ValueError, match="'sims', 'mosi', 'mosei', 'synthetic'.*'mosei2'"):
+        configs.get_config("mosei2")
+
+
+def test_with_input_dims_changes_only_the_given_widths():
+    config = configs.get_config("mosi")
+    changed = configs.with_input_dims(config, audio=74)
+    assert (changed.model.text_dim, changed.model.audio_dim, changed.model.vision_dim) == (
+        768, 74, 20
+    )
+    assert config.model.audio_dim == 5
+
+
+# --- CUDA -------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_forward_backward_under_bf16_autocast():
+    net = model.DMMSAModel(tiny_config()).cuda()
+    batch = model.batch_to(random_batch(), "cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = net(batch)
+        loss = hand_written_loss(out, batch["labels"]["M"])
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert_every_parameter_has_gradient(net)
