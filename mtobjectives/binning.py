@@ -104,6 +104,7 @@ class CoarseGrainedBinning(nn.Module):
 
     Example:
         >>> import torch
+        >>> from mtobjectives import CoarseGrainedBinning
         >>> binning = CoarseGrainedBinning.preset("sims", num_classes=3)
         >>> binning(torch.tensor([-1.5, -0.1, 0.0, 0.1, 0.5]))
         tensor([0, 0, 1, 1, 2])
@@ -164,6 +165,7 @@ class CoarseGrainedBinning(nn.Module):
             A :class:`CoarseGrainedBinning` with the table's edges, closed side and range.
 
         Example:
+            >>> from mtobjectives import CoarseGrainedBinning
             >>> CoarseGrainedBinning.preset("mosei", num_classes=5)
             CoarseGrainedBinning(edges=[-1.5, -0.5, 0.5, 1.5], closed='left', low=-3.0, high=3.0)
         """
@@ -258,6 +260,8 @@ class CoarseGrainedBinning(nn.Module):
             - Output: ``[*]``.
 
         Example:
+            >>> import torch
+            >>> from mtobjectives import CoarseGrainedBinning
             >>> binning = CoarseGrainedBinning.preset("mosi", num_classes=3)
             >>> prediction = torch.tensor([-1.2, 0.3, 0.3])
             >>> binning.constrain(prediction, torch.tensor([1, 1, 2]))

@@ -240,6 +240,7 @@ def msa_metrics(
 
     Example:
         >>> import torch
+        >>> from mtobjectives.metrics import msa_metrics
         >>> pred = torch.tensor([-1.3, 0.4, 2.2, -0.2, 0.6, -2.0])
         >>> target = torch.tensor([-1.0, 0.6, 1.8, 0.4, 0.0, -2.6])
         >>> for name, value in msa_metrics(pred, target, "mosi").items():
