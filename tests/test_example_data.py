@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from torch.utils.data.distributed import DistributedSampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "dmmsa"))
@@ -24,6 +27,7 @@ import synthetic  # noqa: E402
 
 SMALL = {"n_train": 30, "n_valid": 12, "n_test": 12}
 FEATURE_KEYS = ("text", "audio", "vision")
+MODALITY_KEYS = {"A": ("audio", "audio_lengths"), "V": ("vision", "vision_lengths")}
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +51,15 @@ def load_quietly(path: Path, **kwargs) -> dict[str, data.MMSASplit]:
     with warnings.catch_warnings():
         warnings.simplefilter("error", data.MMSADataWarning)  # clean files warn about nothing
         return data.load_mmsa(path, **kwargs)
+
+
+def without(raw: dict, modalities: str, text_keys: tuple[str, ...] = ()) -> dict:
+    """A copy of ``raw`` whose splits lack the keys of ``modalities`` (and ``text_keys``)."""
+    raw = copy.deepcopy(raw)
+    for split in raw.values():
+        for key in (*sum((MODALITY_KEYS[m] for m in modalities), ()), *text_keys):
+            del split[key]
+    return raw
 
 
 # ------------------------------------------------------------------------------ synthetic
@@ -253,6 +266,21 @@ def _mask_not_binary(raw: dict) -> None:
     raw["train"]["text_bert"][0, 1, 0] = 2
 
 
+def _modality_missing_in_one_split(raw: dict) -> None:
+    del raw["valid"]["vision"], raw["valid"]["vision_lengths"]
+
+
+def _lengths_without_features(raw: dict) -> None:
+    for split in raw.values():
+        del split["audio"]
+
+
+def _text_only_without_text(raw: dict) -> None:
+    for split in raw.values():
+        for key in ("text", "text_bert", *MODALITY_KEYS["A"], *MODALITY_KEYS["V"]):
+            del split[key]
+
+
 BROKEN: dict[str, tuple[Callable[[dict], None], tuple[str, ...]]] = {
     "missing key": (_drop_key, ("split 'train'", "missing key(s) 'vision'", "'audio'")),
     "wrong split names": (_rename_split, ("missing split 'valid'", "'dev'", "rename 'dev'")),
@@ -276,6 +304,15 @@ BROKEN: dict[str, tuple[Callable[[dict], None], tuple[str, ...]]] = {
     "empty split": (_empty_split, ("split 'test'", "has no samples")),
     "split not a dict": (_not_a_dict, ("split 'train'", "must be a dict of arrays, got list")),
     "mask not 0/1": (_mask_not_binary, ("attention mask", "only 0 and 1")),
+    "modality missing in one split": (
+        _modality_missing_in_one_split,
+        ("split 'valid' is missing key(s) 'vision', which split 'train' has",
+         "same modalities", "split 'valid': 'T', 'A'"),
+    ),
+    "lengths without features": (_lengths_without_features,
+                                 ("split 'train'", "missing key(s) 'audio'", "'audio_lengths'")),
+    "text-only file without text": (_text_only_without_text,
+                                    ("missing key(s) 'text' or 'text_bert'",)),
 }
 
 
@@ -422,8 +459,9 @@ def test_dataset_item_holds_the_agreed_tensors(
 ) -> None:
     split = splits["train"]
     item = data.MSADataset(split, text_source=text_source)[5]
-    assert set(item) == {key, "audio", "audio_lengths", "vision", "vision_lengths", "labels",
-                         "index"}
+    text_keys = {key, "text_lengths"} if text_source == "features" else {key}
+    assert set(item) == text_keys | {"audio", "audio_lengths", "vision", "vision_lengths",
+                                     "labels", "index"}
     assert item[key].shape == shape and item[key].dtype == dtype
     assert item["audio"].shape == (12, 5) and item["audio"].dtype == torch.float32
     assert item["vision"].shape == (10, 20)
@@ -530,3 +568,105 @@ def test_default_synthetic_is_learnable_and_needs_every_modality(tmp_path: Path)
     text_only = _ridge_correlation(splits, "T")
     assert all_three > 0.7
     assert 0.3 < text_only < all_three - 0.05
+
+
+# ------------------------------------------------------------------------------ missing modalities
+
+
+@pytest.fixture(scope="module")
+def text_only_file(small: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small dataset without audio and vision keys (as prepare_mosi.py writes text only)."""
+    return write(tmp_path_factory.mktemp("text-only") / "text.pkl", without(small, "AV"))
+
+
+def test_text_only_file_loads_with_audio_and_vision_none(small: dict, text_only_file: Path):
+    loaded = load_quietly(text_only_file, label_range="mosi")
+    for name, split in loaded.items():
+        assert split.audio is None and split.vision is None
+        assert split.audio_lengths is None and split.vision_lengths is None
+        assert split.modalities == ("T",)
+        assert split.feature_dims == {"T": 32, "A": None, "V": None}
+        np.testing.assert_array_equal(split.text, small[name]["text"])
+        np.testing.assert_array_equal(split.text_bert, small[name]["text_bert"])
+        np.testing.assert_array_equal(split.labels["M"], small[name]["regression_labels"])
+        assert sorted(split.labels) == ["A", "M", "T", "V"]
+
+
+@pytest.mark.parametrize(("dropped", "present"), [("V", ("T", "A")), ("A", ("T", "V")),
+                                                  ("", ("T", "A", "V"))])
+def test_modalities_list_the_present_ones_in_t_a_v_order(
+    small: dict, tmp_path: Path, dropped: str, present: tuple[str, ...]
+) -> None:
+    split = load_quietly(write(tmp_path / "subset.pkl", without(small, dropped)))["test"]
+    assert split.modalities == present
+    assert [m for m, d in split.feature_dims.items() if d is not None] == list(present)
+
+
+def test_text_bert_only_file_has_no_text_width(small: dict, tmp_path: Path) -> None:
+    split = load_quietly(write(tmp_path / "ids.pkl", without(small, "AV", ("text",))))["train"]
+    assert split.modalities == ("T",) and split.feature_dims == {"T": None, "A": None, "V": None}
+
+
+def test_aligned_file_without_vision_loads(tmp_path: Path) -> None:
+    raw = synthetic.build_synthetic(seed=0, aligned=True, **SMALL)
+    for split in raw.values():
+        del split["vision"]
+    loaded = load_quietly(write(tmp_path / "aligned.pkl", raw))["valid"]
+    assert loaded.modalities == ("T", "A") and loaded.aligned
+
+
+def test_aligned_file_missing_vision_in_one_split_is_refused(tmp_path: Path) -> None:
+    raw = synthetic.build_synthetic(seed=0, aligned=True, **SMALL)
+    del raw["test"]["vision"]
+    with pytest.raises(data.MMSADataError, match=r"split 'test' is missing key\(s\) 'vision'"):
+        data.load_mmsa(write(tmp_path / "aligned.pkl", raw))
+
+
+@pytest.mark.parametrize(("text_source", "text_keys"),
+                         [("bert", {"text_bert"}), ("features", {"text", "text_lengths"}),
+                          ("auto", {"text_bert"})])
+def test_text_only_items_have_no_audio_or_vision_keys(
+    text_only_file: Path, text_source: str, text_keys: set[str]
+) -> None:
+    dataset = data.MSADataset(load_quietly(text_only_file)["train"], text_source=text_source)
+    assert dataset.modalities == ("T",)
+    assert set(dataset[3]) == text_keys | {"labels", "index"}
+
+
+def test_text_only_batches_collate(text_only_file: Path) -> None:
+    split = load_quietly(text_only_file)["valid"]
+    batch = next(iter(data.make_loader(split, batch_size=5, text_source="features")))
+    assert batch["text"].shape == (5, 8, 32) and batch["text_lengths"].shape == (5,)
+    assert batch["text_lengths"].dtype == torch.int64
+    assert {k: v.shape for k, v in batch["labels"].items()} == {m: (5,) for m in "MTAV"}
+
+
+def test_text_lengths_are_the_attention_mask_sums(splits: dict) -> None:
+    split = splits["train"]
+    dataset = data.MSADataset(split, text_source="features")
+    for i in range(len(split)):  # right-padded tokens: the sum of the mask
+        assert int(dataset[i]["text_lengths"]) == int(split.text_bert[i, 1].sum())
+
+
+def test_features_without_text_bert_give_no_text_lengths(splits: dict) -> None:
+    split = copy.copy(splits["train"])
+    split.text_bert = None
+    assert "text_lengths" not in data.MSADataset(split, text_source="features")[0]
+
+
+@given(mask=arrays(np.int64, st.tuples(st.integers(1, 6), st.integers(1, 9)),
+                   elements=st.integers(0, 1)),
+       text_steps=st.integers(1, 9))
+def test_text_lengths_cover_every_masked_token(mask: np.ndarray, text_steps: int) -> None:
+    n, steps = mask.shape
+    text_bert = np.stack([mask * 7, mask, np.zeros_like(mask)], axis=1)
+    split = data.MMSASplit(
+        ids=[f"v$_${i}" for i in range(n)], raw_text=[""] * n,
+        text=np.zeros((n, text_steps, 2), np.float32), text_bert=text_bert, audio=None,
+        vision=None, audio_lengths=None, vision_lengths=None,
+        labels={"M": np.zeros(n, np.float32)},
+    )
+    dataset = data.MSADataset(split, text_source="features")
+    for i in range(n):
+        last = max((t + 1 for t in range(steps) if mask[i, t]), default=0)
+        assert int(dataset[i]["text_lengths"]) == min(last, text_steps)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
+import pickle
+import re
 import sys
 from pathlib import Path
 
@@ -244,6 +247,140 @@ def test_audio_without_lengths_uses_every_step():
     torch.testing.assert_close(without_lengths, net(full)["prediction"])
 
 
+# --- text-only data ---------------------------------------------------------------------------
+
+
+def text_only_batch(batch: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
+    """What a text-only file's ``MSADataset(text_source="features")`` items collate to."""
+    full = random_batch(batch, seed=seed)
+    return {"text": full["text"], "text_lengths": full["text_bert"][:, 1].sum(1),
+            "labels": full["labels"], "index": full["index"]}
+
+
+def test_text_only_model_builds_only_the_text_encoder_and_head_input():
+    net = model.DMMSAModel(tiny_config(modalities=("T",)))
+    assert list(net.encoders) == ["T"] and net.modalities == ("T",)
+    assert net.head.in_dims == {"T": 16} and net.feature_dims == {"T": 16}
+    assert list(net.pretrain_heads) == ["T"]
+    assert not any(name.startswith(("encoders.A", "encoders.V")) for name, _ in
+                   net.named_parameters())
+
+
+def test_text_only_forward_gives_only_text_features():
+    out = model.DMMSAModel(tiny_config(modalities=("T",)))(text_only_batch())
+    assert_dmmsa_outputs(out, 4, ("T",), 8)
+    assert list(out["features"]) == ["T_s", "T_d"]
+
+
+def test_text_lengths_mask_the_padding_of_text_features():
+    torch.manual_seed(0)
+    net = model.DMMSAModel(tiny_config(modalities=("T",))).eval()
+    batch = text_only_batch()
+    padded = batch["text"].masked_fill(
+        (torch.arange(9) >= batch["text_lengths"].unsqueeze(1)).unsqueeze(-1), float("nan")
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(net({**batch, "text": padded})["prediction"],
+                                   net(batch)["prediction"])
+
+
+@pytest.mark.skipif(not HAS_OBJECTIVE, reason="mtobjectives.objective is not written yet")
+def test_text_only_model_trains_with_the_dmmsa_objective_without_cl():
+    torch.manual_seed(0)
+    net = model.DMMSAModel(tiny_config(modalities=("T",), head_dropout=0.0, encoder_dropout=0.0))
+    objective = mt.MultiTaskObjective.dmmsa(binning=mt.CoarseGrainedBinning.preset("mosi"),
+                                            cl=False)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    batch = text_only_batch(batch=8)
+    losses = []
+    for _stage in range(3):  # GDWG stages end with step(), as train.py does after each epoch
+        for _ in range(5):
+            optimizer.zero_grad()
+            result = objective(net(batch), dmmsa_targets(batch))
+            result.loss.backward()
+            optimizer.step()
+            losses.append(float(result.loss.detach()))
+        objective.step()
+    assert sorted(result.terms) == ["MSC", "MSR", "Uni"]
+    assert all(math.isfinite(loss) for loss in losses) and losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.skipif(not HAS_OBJECTIVE, reason="mtobjectives.objective is not written yet")
+def test_gradient_reaches_every_parameter_of_a_text_only_model():
+    torch.manual_seed(0)
+    net = model.DMMSAModel(tiny_config(modalities=("T",)))
+    objective = mt.MultiTaskObjective.dmmsa(binning=mt.CoarseGrainedBinning.preset("mosi"),
+                                            cl=False)
+    batch = text_only_batch()
+    objective(net(batch), dmmsa_targets(batch)).loss.backward()
+    assert_every_parameter_has_gradient(net)
+
+
+def test_text_only_pretraining_predicts_from_text():
+    predictions = model.DMMSAModel(tiny_config(modalities=("T",))).pretrain_forward(
+        text_only_batch()
+    )
+    assert {m: tuple(p.shape) for m, p in predictions.items()} == {"T": (4,)}
+
+
+@pytest.mark.parametrize("d_model", [768, 48])
+def test_minilm_width_text_features_work_with_any_d_model(d_model):
+    torch.manual_seed(0)
+    net = model.DMMSAModel(tiny_config(text_dim=384, d_model=d_model, modalities=("T", "A")))
+    batch = {**random_batch(2), "text": torch.randn(2, 9, 384)}
+    out = net(batch)
+    assert net.encoders["T"].proj.in_features == 384 and net.feature_dims["T"] == d_model
+    assert_dmmsa_outputs(out, 2, ("T", "A"), 8)
+
+
+def test_minilm_width_bert_backbone_works_with_another_d_model(tiny_bert_dir):
+    from transformers import BertConfig, BertModel
+
+    backbone = BertModel(BertConfig(vocab_size=20, hidden_size=384, num_hidden_layers=1,
+                                    num_attention_heads=12, intermediate_size=64))
+    net = model.DMMSAModel(tiny_config(text_source="bert", d_model=64), text_backbone=backbone)
+    assert net.feature_dims == {"T": 384, "A": 64, "V": 64}
+    assert net.head.in_dims == {"T": 384, "A": 64, "V": 64}
+    assert_dmmsa_outputs(net(bert_batch(tiny_bert_dir)), 4, ("T", "A", "V"), 8)
+
+
+@pytest.mark.parametrize(("changes", "field"), [
+    ({"audio_dim": None}, "audio_dim"), ({"vision_dim": 0}, "vision_dim"),
+    ({"text_dim": None}, "text_dim"),
+])
+def test_a_configured_modality_without_input_width_is_refused(changes, field):
+    with pytest.raises(ValueError, match=f"{field} must be an int > 0 for modality.*available"):
+        model.DMMSAModel(tiny_config(**changes))
+
+
+def test_text_width_is_not_needed_with_a_bert_backbone(tiny_bert_dir):
+    net = model.DMMSAModel(tiny_config(text_source="bert", text_model=str(tiny_bert_dir),
+                                       text_dim=None, modalities=("T",)))
+    assert_dmmsa_outputs(net(bert_batch(tiny_bert_dir)), 4, ("T",), 8)
+
+
+def test_a_text_only_file_end_to_end(tmp_path):
+    import data
+    import synthetic
+
+    raw = synthetic.build_synthetic(seed=0, n_train=16, n_valid=8, n_test=8)
+    for split in raw.values():
+        for key in ("audio", "audio_lengths", "vision", "vision_lengths"):
+            del split[key]
+    synthetic_path = tmp_path / "text_only.pkl"
+    with open(synthetic_path, "wb") as f:
+        pickle.dump(raw, f)
+    splits = data.load_mmsa(synthetic_path, label_range="mosi")
+    dims = splits["train"].feature_dims
+    config = configs.get_config("synthetic")
+    config = configs.with_input_dims(config, text=dims["T"], audio=dims["A"],
+                                     vision=dims["V"], available=splits["train"].modalities)
+    assert config.model.modalities == ("T",)
+    net = model.DMMSAModel(config)
+    batch = next(iter(data.make_loader(splits["train"], batch_size=8, text_source="features")))
+    assert_dmmsa_outputs(net(batch), 8, ("T",), config.model.feature_dim)
+
+
 # --- bad inputs -------------------------------------------------------------------------------
 
 
@@ -404,3 +541,46 @@ def test_cuda_forward_backward_under_bf16_autocast():
     loss.backward()
     assert torch.isfinite(loss)
     assert_every_parameter_has_gradient(net)
+
+
+# --- configs: input widths and modalities from the data -----------------------------------------
+
+
+@pytest.mark.parametrize(("available", "kept"), [
+    (("T",), ("T",)), (("T", "V"), ("T", "V")), (("V", "T", "A"), ("T", "A", "V")),
+])
+def test_with_input_dims_keeps_only_the_available_modalities(available, kept):
+    config = configs.get_config("mosi")
+    changed = configs.with_input_dims(config, available=available)
+    assert changed.model.modalities == kept
+    assert config.model.modalities == ("T", "A", "V")  # the original is untouched
+
+
+def test_with_input_dims_without_available_keeps_the_modalities():
+    config = configs.get_config("mosi")
+    config.model.modalities = ("T", "A")
+    assert configs.with_input_dims(config, vision=35).model.modalities == ("T", "A")
+
+
+def test_with_input_dims_intersects_with_the_configured_modalities():
+    config = configs.get_config("mosi")
+    config.model.modalities = ("A", "V")
+    assert configs.with_input_dims(config, available=("T", "A")).model.modalities == ("A",)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"available": ("T", "X")}, "available must hold modalities"),
+    ({"audio": 74, "available": ("T",)}, "audio=74 is given but modality 'A' is not in"),
+    ({"vision": 0}, "vision must be an int > 0 or None, got 0"),
+    ({"text": 7.5}, "text must be an int > 0 or None, got 7.5"),
+])
+def test_with_input_dims_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        configs.with_input_dims(configs.get_config("mosi"), **kwargs)
+
+
+def test_with_input_dims_refuses_data_without_any_configured_modality():
+    config = configs.get_config("mosi")
+    config.model.modalities = ("A", "V")
+    with pytest.raises(ValueError, match="none of the model's modalities"):
+        configs.with_input_dims(config, available=("T",))

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -33,7 +35,10 @@ class ModelConfig:
     """Architecture of :class:`model.DMMSAModel` (SPEC section 2; ConFEDE's, paper section 3.2).
 
     Attributes:
-        modalities: which of ``"T"``, ``"A"``, ``"V"`` the model uses (any non-empty subset).
+        modalities: which of ``"T"``, ``"A"``, ``"V"`` the model uses (any non-empty subset);
+            only these get an encoder and inputs of the decomposition head. For data that lacks
+            a modality (e.g. a text-only file) drop it with ``with_input_dims(...,
+            available=split.modalities)``.
         text_source: ``"bert"`` (token ids ``text_bert`` through a ``transformers`` model) or
             ``"features"`` (precomputed token features ``text`` through a Transformer encoder).
         text_model: a Hugging Face model name or a local model folder (BERT family).
@@ -255,13 +260,63 @@ def with_input_dims(
     text: int | None = None,
     audio: int | None = None,
     vision: int | None = None,
+    available: Sequence[str] | None = None,
 ) -> ExperimentConfig:
-    """A copy of ``config`` whose model reads inputs of the given widths (``None`` keeps one)."""
-    changes = {
-        key: value
-        for key, value in (("text_dim", text), ("audio_dim", audio), ("vision_dim", vision))
-        if value is not None
+    """A copy of ``config`` whose model reads inputs of the given widths (``None`` keeps one).
+
+    Args:
+        config: the experiment.
+        text: width ``d_t`` of precomputed token features (``text_source="features"``).
+        audio: width ``da`` of the audio features.
+        vision: width ``dv`` of the visual features.
+        available: the modalities the data holds (e.g. ``MMSASplit.modalities``); the model's
+            ``modalities`` keep only these, so a text-only file gives a text-only model.
+            ``None`` (default) keeps ``modalities`` unchanged.
+
+    Returns:
+        The changed copy (``config`` itself is not modified).
+
+    Raises:
+        ValueError: ``available`` names something other than ``"T"``, ``"A"``, ``"V"``, a width
+            is given for a modality that is not available, a width is not an int > 0, or no
+            configured modality is available.
+
+    Example:
+        >>> config = with_input_dims(get_config("mosi"), text=384, available=("T",))
+        >>> config.model.modalities, config.model.text_dim
+        (('T',), 384)
+    """
+    widths = {"T": ("text_dim", text), "A": ("audio_dim", audio), "V": ("vision_dim", vision)}
+    for m, (_, value) in widths.items():
+        if value is not None and (isinstance(value, bool)
+                                  or not isinstance(value, numbers.Integral) or value < 1):
+            raise ValueError(f"{_ARGUMENT[m]} must be an int > 0 or None, got {value!r}")
+    changes: dict[str, object] = {
+        field_name: int(value) for field_name, value in widths.values() if value is not None
     }
+    if available is not None:
+        available = tuple(available)
+        unknown = [m for m in available if m not in widths]
+        if unknown:
+            raise ValueError(
+                f"available must hold modalities among 'T', 'A', 'V', got {available!r}"
+            )
+        for m, (_, value) in widths.items():
+            if value is not None and m not in available:
+                raise ValueError(
+                    f"{_ARGUMENT[m]}={value} is given but modality {m!r} is not in available "
+                    f"{available!r}"
+                )
+        kept = tuple(m for m in config.model.modalities if m in available)
+        if not kept:
+            raise ValueError(
+                f"none of the model's modalities {config.model.modalities!r} is in the data's "
+                f"{available!r}"
+            )
+        changes["modalities"] = kept
     config = copy.deepcopy(config)
     config.model = dataclasses.replace(config.model, **changes)
     return config
+
+
+_ARGUMENT = {"T": "text", "A": "audio", "V": "vision"}

@@ -13,7 +13,9 @@ key                         shape, type                  notes
                                                          (optional; one of the two text keys
                                                          is required)
 ``audio``                   ``[N, La, da]`` float        MOSI 5, MOSEI 74, SIMS 33 features
+                                                         (optional, see below)
 ``vision``                  ``[N, Lv, dv]`` float        MOSI 20, MOSEI 35, SIMS 709
+                                                         (optional, see below)
 ``audio_lengths``           ``[N]`` int                  unaligned files only
 ``vision_lengths``          ``[N]`` int                  unaligned files only
 ``regression_labels``       ``[N]`` float                the multimodal label ``M``
@@ -21,6 +23,11 @@ key                         shape, type                  notes
 =========================== ============================ =================================
 
 Other keys (``classification_labels``, ``annotations``, ...) are ignored, as MMSA ignores them.
+
+Audio and vision are optional modalities: a file without ``audio`` (and ``audio_lengths``) or
+without ``vision`` (and ``vision_lengths``), e.g. a text-only file written by ``prepare_mosi.py``,
+loads with ``None`` for them (:attr:`MMSASplit.modalities` lists the present ones). Every split
+must hold the same modalities; one of ``text``/``text_bert`` is always required.
 
 :func:`load_mmsa` reads the file as MMSA's ``MMDataset`` does (same keys, ``regression_labels``
 as ``M`` and ``regression_labels_T/A/V`` as ``T/A/V``) but checks it first and raises an
@@ -91,10 +98,10 @@ class MMSASplit:
         raw_text: ``N`` transcripts.
         text: token features ``[N, L, d_t]`` float32, or ``None`` when the file has none.
         text_bert: ``[N, 3, L]`` int64 (input ids, attention mask, segment ids), or ``None``.
-        audio: ``[N, La, da]`` float32.
-        vision: ``[N, Lv, dv]`` float32.
+        audio: ``[N, La, da]`` float32, or ``None`` when the file has no audio.
+        vision: ``[N, Lv, dv]`` float32, or ``None`` when the file has no vision.
         audio_lengths: valid steps of each audio sequence ``[N]`` int64 (unaligned files), or
-            ``None`` (aligned files: every step counts).
+            ``None`` (aligned files: every step counts; or no audio).
         vision_lengths: as ``audio_lengths`` for vision.
         labels: ``{"M": [N]}`` float32, plus ``"T"``, ``"A"``, ``"V"`` when the file has
             unimodal labels (CH-SIMS).
@@ -105,8 +112,8 @@ class MMSASplit:
     raw_text: list[str]
     text: np.ndarray | None
     text_bert: np.ndarray | None
-    audio: np.ndarray
-    vision: np.ndarray
+    audio: np.ndarray | None
+    vision: np.ndarray | None
     audio_lengths: np.ndarray | None
     vision_lengths: np.ndarray | None
     labels: dict[str, np.ndarray]
@@ -117,14 +124,27 @@ class MMSASplit:
 
     @property
     def aligned(self) -> bool:
-        """``True`` when the file gives no ``*_lengths`` (word-aligned features)."""
+        """``True`` when the file gives no ``*_lengths`` (word-aligned features, or text only)."""
         return self.audio_lengths is None and self.vision_lengths is None
 
     @property
+    def modalities(self) -> tuple[str, ...]:
+        """The modalities present, in the order ``"T", "A", "V"`` (text is always present)."""
+        present = {"T": True, "A": self.audio is not None, "V": self.vision is not None}
+        return tuple(m for m, here in present.items() if here)
+
+    @property
     def feature_dims(self) -> dict[str, int | None]:
-        """Feature sizes ``{"T": d_t or None, "A": da, "V": dv}``."""
-        d_text = None if self.text is None else int(self.text.shape[2])
-        return {"T": d_text, "A": int(self.audio.shape[2]), "V": int(self.vision.shape[2])}
+        """Feature sizes ``{"T": d_t, "A": da, "V": dv}``, ``None`` for what the file lacks.
+
+        ``"T"`` is ``None`` when the file has only ``text_bert`` (token ids, no features); ``"A"``
+        or ``"V"`` is ``None`` when the modality is absent (see :attr:`modalities`).
+        """
+
+        def width(array: np.ndarray | None) -> int | None:
+            return None if array is None else int(array.shape[2])
+
+        return {"T": width(self.text), "A": width(self.audio), "V": width(self.vision)}
 
 
 # ----------------------------------------------------------------------------------- checks
@@ -267,10 +287,14 @@ def _parse_split(
     if not isinstance(raw, Mapping):
         raise _fail(where, f"must be a dict of arrays, got {type(raw).__name__}")
     keys = list(raw.keys())
-    required = ["id", "raw_text", "audio", "vision", "regression_labels"]
+    required = ["id", "raw_text", "regression_labels"]
     missing = [repr(key) for key in required if key not in raw]
     if "text" not in raw and "text_bert" not in raw:
         missing.append("'text' or 'text_bert'")
+    for key in ("audio", "vision"):  # optional modalities, but not lengths without features
+        if f"{key}_lengths" in raw and key not in raw:
+            missing.append(f"{key!r} (the split has {key + '_lengths'!r}; a modality without "
+                           "features must have neither key)")
     if missing:
         raise _fail(
             where, f"missing key(s) {', '.join(missing)}; the split has {_listing(keys)}"
@@ -326,8 +350,8 @@ def _parse_split(
         raw_text=raw_text,
         text=features.get("text"),
         text_bert=text_bert,
-        audio=features["audio"],
-        vision=features["vision"],
+        audio=features.get("audio"),
+        vision=features.get("vision"),
         audio_lengths=lengths.get("audio_lengths"),
         vision_lengths=lengths.get("vision_lengths"),
         labels=labels,
@@ -401,13 +425,20 @@ def _parse(
 
 
 def _check_consistent(source: str, splits: Mapping[str, MMSASplit]) -> None:
-    """Every split must have the same text keys and feature sizes (one model serves them all)."""
+    """Every split must have the same keys, modalities and feature sizes (one model serves all)."""
     first_name, first = next(iter(splits.items()))
     for name, split in splits.items():
-        for key in ("text", "text_bert"):
+        for key in ("text", "text_bert", "audio", "vision"):
             if (getattr(split, key) is None) != (getattr(first, key) is None):
                 have, lack = (name, first_name) if getattr(split, key) is not None else (
                     first_name, name)
+                if key in ("audio", "vision"):
+                    raise MMSADataError(
+                        f"{source}: split {lack!r} is missing key(s) {key!r}, which split "
+                        f"{have!r} has; every split must hold the same modalities (split "
+                        f"{have!r}: {_listing(splits[have].modalities)}, split {lack!r}: "
+                        f"{_listing(splits[lack].modalities)})"
+                    )
                 raise MMSADataError(
                     f"{source}: split {have!r} has key {key!r} but split {lack!r} has not"
                 )
@@ -463,11 +494,13 @@ def load_mmsa(
 
     Checks, each an :class:`MMSADataError` naming the file, split and key: the path is a
     readable pickle (not truncated); it holds a dict with the splits ``splits``; each split has
-    ``id``, ``raw_text``, ``audio``, ``vision``, ``regression_labels`` and ``text`` or
-    ``text_bert``; ranks (``text``/``audio``/``vision`` 3-D, ``text_bert`` ``[N, 3, L]``,
-    labels and lengths 1-D); every key has ``N`` entries; labels are finite and, when
+    ``id``, ``raw_text``, ``regression_labels`` and ``text`` or ``text_bert`` (``audio`` and
+    ``vision`` are optional, ``*_lengths`` only with their features); ranks
+    (``text``/``audio``/``vision`` 3-D, ``text_bert`` ``[N, 3, L]``, labels and lengths 1-D);
+    every key has ``N`` entries; labels are finite and, when
     ``label_range`` is given, inside it; lengths lie in ``[0, steps]``; token ids are whole
-    non-negative numbers with a 0/1 attention mask; all splits share feature sizes.
+    non-negative numbers with a 0/1 attention mask; all splits share keys, modalities and
+    feature sizes.
 
     Cleaning: NaN, :math:`\\pm\\infty` and values with :math:`|x| >` ``max_abs`` in ``text``,
     ``audio`` and ``vision`` are replaced with 0 (MMSA itself zeroes ``-inf`` in audio); one
@@ -540,19 +573,26 @@ class MSADataset(Dataset):
     Each item is::
 
         {"text_bert": [3, L] int64  or  "text": [L, d_t] float32,
-         "audio": [La, da] float32, "audio_lengths": () int64,
-         "vision": [Lv, dv] float32, "vision_lengths": () int64,
+         "text_lengths": () int64      (only "text" items of a split that has "text_bert"),
+         "audio": [La, da] float32, "audio_lengths": () int64,      (only with audio)
+         "vision": [Lv, dv] float32, "vision_lengths": () int64,    (only with vision)
          "labels": {"M": () float32, and "T", "A", "V" when the split has them},
          "index": () int64}
 
     so :class:`torch.utils.data.DataLoader`'s default collate stacks a batch (``[B, ...]``).
     Aligned files have no lengths: every step counts, so the lengths are the sequence length.
+    A modality the split lacks (:attr:`MMSASplit.modalities`) has no keys in the items.
+    ``"text_lengths"`` (valid token positions, from ``text_bert``'s attention mask: one past the
+    last position with mask 1, at most ``L``) lets a text-feature encoder ignore padding.
     The item tensors share memory with the split's arrays: do not modify them in place.
 
     Args:
         split: a split from :func:`load_mmsa`.
         text_source: ``"bert"`` (token ids for a BERT encoder), ``"features"`` (precomputed
             token features) or ``"auto"`` (``"bert"`` when the split has ``text_bert``).
+
+    Attributes:
+        modalities: the split's modalities (``("T",)`` for a text-only file).
 
     Example:
         >>> import numpy as np
@@ -566,6 +606,14 @@ class MSADataset(Dataset):
         ['audio', 'audio_lengths', 'index', 'labels', 'text_bert', 'vision', 'vision_lengths']
         >>> item["text_bert"].shape, int(item["audio_lengths"])
         (torch.Size([3, 4]), 6)
+        >>> text_only = MMSASplit(ids=["v$_$0"], raw_text=["ok"],
+        ...                       text=np.zeros((1, 4, 8), np.float32),
+        ...                       text_bert=np.array([[[7, 8, 0, 0], [1, 1, 0, 0], [0] * 4]]),
+        ...                       audio=None, vision=None, audio_lengths=None,
+        ...                       vision_lengths=None, labels={"M": np.array([0.5], np.float32)})
+        >>> item = MSADataset(text_only, text_source="features")[0]
+        >>> sorted(item), int(item["text_lengths"]), text_only.modalities
+        (['index', 'labels', 'text', 'text_lengths'], 2, ('T',))
     """
 
     def __init__(self, split: MMSASplit, text_source: str = "auto") -> None:
@@ -585,12 +633,19 @@ class MSADataset(Dataset):
         self.split = split
         self.text_source = text_source
         self.text_key = "text_bert" if text_source == "bert" else "text"
+        self.modalities = split.modalities
         self.text = torch.from_numpy(array)
-        self.audio = torch.from_numpy(split.audio)
-        self.vision = torch.from_numpy(split.vision)
+        self.text_lengths = None
+        if text_source == "features" and split.text_bert is not None:
+            self.text_lengths = self._mask_lengths(split.text_bert[:, 1], array.shape[1])
         n = len(split)
-        self.audio_lengths = self._lengths(split.audio_lengths, n, split.audio.shape[1])
-        self.vision_lengths = self._lengths(split.vision_lengths, n, split.vision.shape[1])
+        self.audio = self.vision = self.audio_lengths = self.vision_lengths = None
+        if split.audio is not None:
+            self.audio = torch.from_numpy(split.audio)
+            self.audio_lengths = self._lengths(split.audio_lengths, n, split.audio.shape[1])
+        if split.vision is not None:
+            self.vision = torch.from_numpy(split.vision)
+            self.vision_lengths = self._lengths(split.vision_lengths, n, split.vision.shape[1])
         self.labels = {name: torch.from_numpy(values) for name, values in split.labels.items()}
 
     @staticmethod
@@ -598,6 +653,13 @@ class MSADataset(Dataset):
         if lengths is None:
             return torch.full((n,), steps, dtype=torch.int64)
         return torch.from_numpy(lengths)
+
+    @staticmethod
+    def _mask_lengths(mask: np.ndarray, steps: int) -> torch.Tensor:
+        """One past the last position with mask 1 (= the mask's sum for right-padded tokens)."""
+        last = mask.shape[1] - np.argmax(mask[:, ::-1] != 0, axis=1)
+        lengths = np.where(mask.any(axis=1), last, 0)
+        return torch.from_numpy(np.minimum(lengths, steps).astype(np.int64))
 
     def __len__(self) -> int:
         return len(self.split)
@@ -607,15 +669,18 @@ class MSADataset(Dataset):
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} is out of range for {len(self)} samples")
         index %= len(self)
-        return {
-            self.text_key: self.text[index],
-            "audio": self.audio[index],
-            "audio_lengths": self.audio_lengths[index],
-            "vision": self.vision[index],
-            "vision_lengths": self.vision_lengths[index],
-            "labels": {name: values[index] for name, values in self.labels.items()},
-            "index": torch.tensor(index, dtype=torch.int64),
-        }
+        item: dict[str, Any] = {self.text_key: self.text[index]}
+        if self.text_lengths is not None:
+            item["text_lengths"] = self.text_lengths[index]
+        if self.audio is not None:
+            item["audio"] = self.audio[index]
+            item["audio_lengths"] = self.audio_lengths[index]
+        if self.vision is not None:
+            item["vision"] = self.vision[index]
+            item["vision_lengths"] = self.vision_lengths[index]
+        item["labels"] = {name: values[index] for name, values in self.labels.items()}
+        item["index"] = torch.tensor(index, dtype=torch.int64)
+        return item
 
 
 def make_loader(

@@ -14,9 +14,12 @@ For the unimodal pre-training stage (Table 6) each encoder also has a small regr
 ``pretrain_heads`` (ConFEDE's ``*Pretrain`` classifiers).
 
 A batch is the dict that ``data.MSADataset`` items collate to: ``"text_bert"`` ``[B, 3, L]``
-(ids, attention mask, segment ids) or ``"text"`` ``[B, L, d_t]``, ``"audio"`` ``[B, La, da]``,
-optional ``"audio_lengths"`` ``[B]``, ``"vision"`` ``[B, Lv, dv]``, optional
-``"vision_lengths"`` ``[B]``; other keys (``"labels"``, ``"index"``) are ignored here.
+(ids, attention mask, segment ids) or ``"text"`` ``[B, L, d_t]`` with optional
+``"text_lengths"`` ``[B]``, ``"audio"`` ``[B, La, da]``, optional ``"audio_lengths"`` ``[B]``,
+``"vision"`` ``[B, Lv, dv]``, optional ``"vision_lengths"`` ``[B]``; other keys (``"labels"``,
+``"index"``) are ignored here. Only the configured modalities (``ModelConfig.modalities``) get an
+encoder and an input of the decomposition head, and only their keys are needed: a text-only model
+(``modalities=("T",)``) gives the features ``T_s``, ``T_d`` and reads neither audio nor vision.
 """
 
 from __future__ import annotations
@@ -230,6 +233,7 @@ class DMMSAModel(nn.Module):
         if config.text_source not in ("bert", "features"):
             raise ValueError(f"text_source must be 'bert' | 'features', got {config.text_source!r}")
         self.modalities = tuple(m for m in ("T", "A", "V") if m in config.modalities)
+        _check_input_dims(config, self.modalities)
 
         def sequence_encoder(in_dim: int, layers: int, name: str) -> SequenceEncoder:
             return SequenceEncoder(
@@ -296,6 +300,21 @@ class DMMSAModel(nn.Module):
             return self.encoders["T"](_require(batch, "text", m), _text_lengths(batch))
         key, lengths_key = INPUT_KEYS[m]
         return self.encoders[m](_require(batch, key, m), batch.get(lengths_key))
+
+
+def _check_input_dims(config: ModelConfig, modalities: Sequence[str]) -> None:
+    """Each used modality needs a real input width (``None`` marks data without it)."""
+    fields = {"T": "text_dim", "A": "audio_dim", "V": "vision_dim"}
+    for m in modalities:
+        if m == "T" and config.text_source == "bert":
+            continue  # the BERT model gives the width
+        value = getattr(config, fields[m])
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(
+                f"{fields[m]} must be an int > 0 for modality {m!r}, got {value!r}; a modality "
+                "the data lacks must be left out of modalities (configs.with_input_dims(..., "
+                "available=split.modalities) does this)"
+            )
 
 
 def _require(batch: Mapping[str, Any], key: str, modality: str) -> Tensor:
