@@ -117,8 +117,8 @@ COLUMNS["mosei"] = COLUMNS["mosi"]
 
 # Arguments that change what is trained: --resume refuses a checkpoint made with other values.
 RUN_KEYS = ("config", "data", "text_model", "text_source", "modalities", "stage", "objective",
-            "no_msc", "no_cl", "no_gdwg", "epochs", "lr", "batch_size", "pretrain_epochs",
-            "limit_batches", "inject_nan")
+            "no_msc", "no_cl", "no_gdwg", "epochs", "lr", "batch_size", "dropout",
+            "pretrain_epochs", "limit_batches", "inject_nan")
 
 
 class TrainingStopped(RuntimeError):
@@ -155,6 +155,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=None, help="fusion epochs")
     parser.add_argument("--lr", type=float, default=None, help="fusion learning rate")
     parser.add_argument("--batch-size", type=int, default=None, help="fusion (global) batch size")
+    parser.add_argument("--dropout", type=float, default=None,
+                        help="override every dropout rate of the model (encoders and projectors)")
     parser.add_argument("--pretrain-epochs", type=int, default=None,
                         help="epochs of every unimodal pre-training stage")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
@@ -192,6 +194,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be >= {minimum}, got {value}")
     if args.lr is not None and not args.lr > 0:
         parser.error(f"--lr must be > 0, got {args.lr}")
+    if args.dropout is not None and not 0.0 <= args.dropout < 1.0:
+        parser.error(f"--dropout must be in [0, 1), got {args.dropout}")
     return args
 
 
@@ -208,6 +212,8 @@ def resolve_config(args: argparse.Namespace) -> configs.ExperimentConfig:
     fusion.epochs = fusion.epochs if args.epochs is None else args.epochs
     fusion.lr = fusion.lr if args.lr is None else args.lr
     fusion.batch_size = fusion.batch_size if args.batch_size is None else args.batch_size
+    if args.dropout is not None:
+        config.model.encoder_dropout = config.model.head_dropout = args.dropout
     if args.pretrain_epochs is not None:
         for stage in config.train.pretrain.values():
             stage.epochs = args.pretrain_epochs
