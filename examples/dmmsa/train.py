@@ -526,16 +526,27 @@ def build_model(run: Run) -> model_lib.DMMSAModel:
     return model_lib.DMMSAModel(run.config.model).to(run.dist.device)
 
 
-def optimizer_for(net: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW; biases and normalisation weights get no weight decay (BERT's/ConFEDE's groups)."""
-    decay, no_decay = [], []
+def optimizer_for(net: nn.Module, lr: float, weight_decay: float, head_lr: float | None = None,
+                  text: nn.Module | None = None) -> torch.optim.AdamW:
+    """AdamW; biases and normalisation weights get no weight decay (BERT's/ConFEDE's groups).
+
+    With ``head_lr`` (``StageConfig.head_lr``), every parameter outside ``text`` (the BERT text
+    encoder) learns at ``head_lr`` and the text encoder at ``lr``; without it, all at ``lr``.
+    """
+    text_ids = ({id(p) for p in text.parameters()} if head_lr is not None and text is not None
+                else set())
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, parameter in net.named_parameters():
         if not parameter.requires_grad:
             continue
         plain = parameter.ndim < 2 or "norm" in name.lower() or name.endswith("bias")
-        (no_decay if plain else decay).append(parameter)
-    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+        other = head_lr is not None and id(parameter) not in text_ids
+        groups.setdefault((other, plain), []).append(parameter)
+    return torch.optim.AdamW(
+        [{"params": params, "weight_decay": 0.0 if plain else weight_decay,
+          "lr": head_lr if other else lr}
+         for (other, plain), params in sorted(groups.items()) if params] or
+        [{"params": [], "weight_decay": weight_decay}], lr=lr)
 
 
 def linear_warmup(optimizer: torch.optim.Optimizer, warmup_steps: int,
@@ -614,7 +625,9 @@ def train_phase(run: Run, phase: str, model: model_lib.DMMSAModel, seed: int, se
         steps_per_epoch = min(steps_per_epoch, args.limit_batches)
     total_steps = max(1, stage.epochs * steps_per_epoch)
     warmup_steps = min(total_steps - 1, round(stage.warmup_epochs * steps_per_epoch))
-    optimizer = optimizer_for(net, stage.lr, stage.weight_decay)
+    text_encoder = (model.encoders["T"] if "T" in model.encoders
+                    and config.model.text_source == "bert" else None)
+    optimizer = optimizer_for(net, stage.lr, stage.weight_decay, stage.head_lr, text_encoder)
     scheduler = linear_warmup(optimizer, warmup_steps, total_steps)
 
     checkpoint_path = seed_dir / "checkpoint.pt"
@@ -783,7 +796,11 @@ def run_seed(run: Run, seed: int) -> dict[str, Any]:
     started = time.perf_counter()
 
     set_seed(seed)
-    model = build_model(run)
+    model = build_model(run)  # identical on every rank (DDP also broadcasts rank 0's parameters)
+    if run.dist.rank:
+        # Every rank must draw its own dropout masks: correlated masks across the global batch
+        # would make N processes train a different model than one process with the same batch.
+        set_seed(seed + 7919 * run.dist.rank)
     completed: dict[str, Any] = {}
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
