@@ -94,6 +94,10 @@ class StageConfig:
     batch_size: int
     weight_decay: float = 1e-3
     warmup_epochs: float = 1.0
+    head_lr: float | None = None
+    """Learning rate of every parameter outside a BERT text encoder (the audio/vision encoders,
+    the heads); ``None`` (the paper's presets): ``lr`` for everything. With a pre-trained text
+    model fine-tuned at a small ``lr``, the freshly initialised parts train faster with this."""
 
 
 @dataclass
