@@ -13,11 +13,13 @@ Two entry points share one definition of the loss:
 Both compute cosine similarity, divide by the temperature and take masked log-sum-exps (never
 ``exp`` of raw logits), so that the loss and its gradient are finite for finite inputs of any
 scale. Half-precision inputs are computed in float32 and the result is returned in the input
-dtype.
+dtype; inside a :func:`torch.autocast` region autocast is switched off for the computation, so
+that holds there too (and ``backward()`` may run inside or outside the region).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Literal, overload
 
@@ -128,10 +130,15 @@ def multi_nt_xent(
     Numerics: masked log-sum-exps (never ``exp`` of raw logits), and each vector is divided by
     its largest absolute entry before it is normalised, so value and gradient are finite for
     finite inputs of any scale and any :math:`\tau` whose inverse is finite. Half-precision
-    inputs are computed in float32; note that the gradient of a cosine grows like
-    :math:`1 / (\lVert x \rVert \tau)` and, for tiny float16 inputs, can exceed what float16
-    holds. A non-finite input gives a non-finite loss (it is not checked, to avoid a device
-    synchronisation).
+    inputs are computed in float32, also under :func:`torch.autocast` (switched off inside);
+    note that the gradient of a cosine grows like :math:`1 / (\lVert x \rVert \tau)` and, for
+    tiny float16 inputs, can exceed what float16 holds. A NaN or inf that takes part in the loss
+    (in an anchor with a positive, or in one of its candidates inside ``valid_mask``) makes that
+    anchor's loss, and so the mean and the sum, NaN; it is not checked, to avoid a device
+    synchronisation. Entries that take no part (candidates outside ``valid_mask``, anchors
+    without a positive and their candidates) are replaced by zeros before any arithmetic, so a
+    non-finite value there changes neither the loss nor the gradient, which stay finite (that
+    entry's own gradient is 0).
 
     Args:
         anchor: Anchor embeddings (any scale; they are L2-normalised here).
@@ -193,14 +200,20 @@ def multi_nt_xent(
     compute_dtype = _compute_dtype(out_dtype)
     _check_temperature_range(temperature, compute_dtype)
 
-    unit_anchor = _unit(anchor.to(compute_dtype))
-    cosine = _cosine_to_candidates(unit_anchor, candidates.to(compute_dtype))
-    logits = cosine * (1.0 / temperature)  # [B, K]
-
     valid = torch.ones_like(positive_mask) if valid_mask is None else valid_mask
     positive = positive_mask & valid
-    losses, has_positive = _anchor_losses(logits, valid, positive, form)
-    return _reduce(losses, has_positive, reduction, out_dtype, return_count)
+    has_positive = positive.any(dim=-1)
+    # What takes no part in the loss is zeroed before any arithmetic (torch.where's backward
+    # selects, it never multiplies), so a NaN there cannot reach the graph: a finite loss has
+    # a finite gradient.
+    taking_part = valid & has_positive.unsqueeze(-1)
+    with _no_autocast(anchor.device):
+        anchor = torch.where(has_positive.unsqueeze(-1), anchor.to(compute_dtype), 0.0)
+        candidates = torch.where(taking_part.unsqueeze(-1), candidates.to(compute_dtype), 0.0)
+        cosine = _cosine_to_candidates(_unit(anchor), candidates)
+        logits = cosine * (1.0 / temperature)  # [B, K]
+        losses, _ = _anchor_losses(logits, taking_part, positive, form)
+        return _reduce(losses, has_positive, reduction, out_dtype, return_count)
 
 
 def _anchor_losses(
@@ -221,15 +234,16 @@ def _anchor_losses(
 def _masked_logsumexp(logits: Tensor, mask: Tensor) -> Tensor:
     """``log(sum(exp(logits)))`` over the entries where ``mask`` holds, along the last dim.
 
-    Rows without an entry give 0 (never ``-inf``). Entries outside the mask only ever meet
-    finite fill values, so neither the value nor the gradient can become NaN.
+    Rows without an entry give 0 (never ``-inf``). A NaN among a row's entries makes its
+    result NaN; entries outside the mask never enter the sum.
     """
     if logits.shape[-1] == 0:
         return logits.sum(dim=-1)  # zeros, still connected to the graph
+    has_entry = mask.any(dim=-1)
     shift = _row_shift(logits.detach().masked_fill(~mask, float("-inf")))
     shifted = torch.where(mask, logits - shift, 0.0)  # <= 0 inside the mask
-    total = torch.where(mask, shifted.exp(), 0.0).sum(dim=-1)  # >= 1 on rows with an entry
-    return torch.where(total > 0, total, 1.0).log() + shift.squeeze(-1)
+    total = torch.where(mask, shifted.exp(), 0.0).sum(dim=-1)  # >= 1 (or NaN) with an entry
+    return torch.where(has_entry, total, 1.0).log() + shift.squeeze(-1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -307,6 +321,13 @@ def multi_nt_xent_from_labels(
     elementwise passes. Second derivatives work too: when the backward pass
     is itself recorded (``create_graph=True``) it is computed by differentiable operations.
 
+    Half-precision embeddings are computed in float32, also under :func:`torch.autocast`
+    (switched off inside, in the forward and the backward pass). A NaN or inf in an embedding
+    makes the loss NaN (it is not checked, to avoid a device synchronisation): every sample is
+    a candidate of every other one. Zero-width embeddings (``D = 0``) are zero vectors: every
+    cosine is 0 and an anchor's loss is :math:`\log((N - 1) / |P(i)|)` (``form="in"``), as in
+    :func:`multi_nt_xent`.
+
     Args:
         embeddings: One embedding per sample (any scale; they are L2-normalised here).
         labels: Integer class of each sample (any integer values).
@@ -355,13 +376,14 @@ def multi_nt_xent_from_labels(
     compute_dtype = _compute_dtype(out_dtype)
     _check_temperature_range(temperature, compute_dtype)
 
-    x = embeddings.to(compute_dtype)
-    if x.shape[0] < 2:  # no sample has a candidate, let alone a positive
-        losses = x.sum(dim=1) * 0.0  # zeros that stay connected to the graph
-        has_positive = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-    else:
-        losses, has_positive = _LabelMultiNTXent.apply(x, labels, 1.0 / temperature, form)
-    return _reduce(losses, has_positive, reduction, out_dtype, return_count)
+    with _no_autocast(embeddings.device):
+        x = embeddings.to(compute_dtype)
+        if x.shape[0] < 2:  # no sample has a candidate, let alone a positive
+            losses = x.sum(dim=1) * 0.0  # zeros that stay connected to the graph
+            has_positive = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        else:
+            losses, has_positive = _LabelMultiNTXent.apply(x, labels, 1.0 / temperature, form)
+        return _reduce(losses, has_positive, reduction, out_dtype, return_count)
 
 
 class _LabelMultiNTXent(torch.autograd.Function):
@@ -402,7 +424,7 @@ class _LabelMultiNTXent(torch.autograd.Function):
         else:  # the log-sum-exp over the positives; w is their softmax
             logits.fill_diagonal_(float("-inf"))
             positive_weights = torch.where(positive > 0, logits, float("-inf"))
-            log_numerator, positive_norm = _logsumexp_in_place(positive_weights)
+            log_numerator, positive_norm = _logsumexp_in_place(positive_weights, has_positive)
         # The constant 1/tau (no logit exceeds it) when the symmetric backward applies, else
         # the row maximum (finite: every row has N - 1 >= 1 entries).
         shift = torch.full_like(count, inv_temperature) if symmetric else logits.amax(dim=1)
@@ -423,6 +445,13 @@ class _LabelMultiNTXent(torch.autograd.Function):
     @staticmethod
     def backward(  # type: ignore[override]
         ctx: FunctionCtx, grad_losses: Tensor, _grad_has_positive: Tensor | None
+    ) -> tuple[Tensor | None, None, None, None]:
+        with _no_autocast(grad_losses.device):  # backward() may run inside autocast
+            return _LabelMultiNTXent._backward(ctx, grad_losses)
+
+    @staticmethod
+    def _backward(
+        ctx: FunctionCtx, grad_losses: Tensor
     ) -> tuple[Tensor | None, None, None, None]:
         saved = ctx.saved_tensors  # type: ignore[attr-defined]
         x, labels, unit, length, count, exp, total, positive_weights, positive_norm = saved
@@ -476,16 +505,17 @@ def _group_by_label(labels: Tensor) -> Tensor:
     return torch.empty_like(order).scatter_(0, order, starts.cumsum(0) - 1)
 
 
-def _logsumexp_in_place(masked_logits: Tensor) -> tuple[Tensor, Tensor]:
+def _logsumexp_in_place(masked_logits: Tensor, has_entry: Tensor) -> tuple[Tensor, Tensor]:
     """Row-wise log-sum-exp of logits whose excluded entries are ``-inf``.
 
     Overwrites ``masked_logits`` with ``exp(logits - row max)`` (0 where excluded) and returns
-    the log-sum-exp (0 on rows without an entry) and the row sums of the overwritten tensor.
+    the log-sum-exp (0 on rows without an entry, ``has_entry`` false; NaN stays NaN) and the
+    row sums of the overwritten tensor.
     """
     shift = _row_shift(masked_logits)
     exp = masked_logits.sub_(shift).exp_()
     total = exp.sum(dim=1)
-    return torch.where(total > 0, total, 1.0).log() + shift.squeeze(1), total
+    return torch.where(has_entry, total, 1.0).log() + shift.squeeze(1), total
 
 
 # --------------------------------------------------------------------------------------------
@@ -516,7 +546,10 @@ def _unit_and_length(x: Tensor) -> tuple[Tensor, Tensor]:
 
     ``unit = x / length`` with ``length = s * max(|x / s|, eps)`` and ``s`` the largest
     absolute entry (1 for a zero vector), so ``d unit / d x = (I - unit unit^T) / length``.
+    Zero-width embeddings (``D = 0``) are zero vectors: ``unit`` is empty, ``length`` 1.
     """
+    if x.shape[1] == 0:
+        return x.clone(), x.new_ones((x.shape[0], 1))
     scale = x.abs().amax(dim=1, keepdim=True)
     scale = torch.where(scale > 0, scale, 1.0)
     scaled = x / scale
@@ -528,11 +561,13 @@ def _cosine_to_candidates(unit_anchor: Tensor, candidates: Tensor) -> Tensor:
     """Cosine similarity ``[B, K]`` of unit anchors ``[B, D]`` with candidates ``[B, K, D]``.
 
     The candidates are never normalised as a ``[B, K, D]`` tensor: the dot products are divided
-    by the ``[B, K]`` norms, which keeps forward and backward to a few passes over them.
+    by the ``[B, K]`` norms, which keeps forward and backward to a few passes over them. The
+    dot products are a broadcast multiply and a sum: on CPU, ``bmm`` of ``[K, D] x [D, 1]``
+    blocks, and the outer products of its backward pass, are several times slower.
     """
     scaled = _prescale(candidates)
     norms = torch.linalg.vector_norm(scaled, dim=-1).clamp_min(NORMALIZE_EPS)
-    return torch.bmm(scaled, unit_anchor.unsqueeze(-1)).squeeze(-1) / norms
+    return (scaled * unit_anchor.unsqueeze(-2)).sum(dim=-1) / norms
 
 
 def _safe_exponent(dtype: torch.dtype) -> float:
@@ -541,11 +576,22 @@ def _safe_exponent(dtype: torch.dtype) -> float:
 
 
 def _row_shift(masked_logits: Tensor) -> Tensor:
-    """Row maximum ``[..., 1]`` for a stable log-sum-exp; 0 on rows that are all ``-inf``."""
+    """Row maximum ``[..., 1]`` for a stable log-sum-exp; 0 on rows that are all ``-inf``.
+
+    A NaN in a row makes its maximum, and so its log-sum-exp, NaN (it is never hidden). Logits
+    are finite or NaN, so ``-inf`` only comes from rows without an entry.
+    """
     if masked_logits.shape[-1] == 0:
         return masked_logits.new_zeros((*masked_logits.shape[:-1], 1))
     shift = masked_logits.amax(dim=-1, keepdim=True)
-    return torch.where(torch.isfinite(shift), shift, 0.0)
+    return torch.where(shift == float("-inf"), 0.0, shift)
+
+
+def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager[None]:
+    """A region where autocast is off on ``device`` (nothing for device types without it)."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _reduce(

@@ -125,9 +125,13 @@ class MultiTaskObjective(nn.Module):
         self.task_modules = nn.ModuleDict(
             {name: task for name, task in self.tasks.items() if isinstance(task, nn.Module)}
         )
+        # Checks of the whole batch, run once before the tasks (set by :meth:`dmmsa`).
+        self._check_batch: Callable[[Mapping[str, Any], Mapping[str, Any]], None] | None = None
 
     def forward(self, outputs: Mapping[str, Any], targets: Mapping[str, Any]) -> ObjectiveResult:
         """Compute every task, weight the present ones, and sum (see the class docstring)."""
+        if self._check_batch is not None:
+            self._check_batch(outputs, targets)
         present = {}
         for name, task in self.tasks.items():
             loss = task(outputs, targets)
@@ -211,6 +215,15 @@ class MultiTaskObjective(nn.Module):
         :class:`~mtobjectives.weighting.EqualWeighter` with the same ``scale``, i.e. exactly
         GDWG's weights of its first two stages, so that only the dynamic re-weighting is removed.
 
+        Each batch is checked once before the terms are computed: it must hold at least one
+        sample, and the labels it uses (``targets["M"]``, and ``targets["T"|"A"|"V"]`` where
+        :math:`L_{Uni}` uses them) must be on the device of ``outputs["prediction"]`` and
+        finite. The finiteness check reads the labels' values: one device synchronisation per
+        batch (the binning of :math:`L_{MSC}` has one too), cheap because labels are ``[B]``
+        vectors, and worth it because a NaN label is bad data that would otherwise turn the
+        loss into NaN (or, with ``msc=True``, be reported under the binning's name ``y``).
+        The model outputs are not value-checked: a NaN there gives a NaN loss.
+
         Args:
             binning: the :class:`~mtobjectives.binning.CoarseGrainedBinning` giving the MSC
                 classes (e.g. ``CoarseGrainedBinning.preset("sims", 3)``); ``None`` only with
@@ -229,6 +242,14 @@ class MultiTaskObjective(nn.Module):
         Returns:
             A :class:`MultiTaskObjective` with tasks ``"MSR"``, ``"MSC"``, ``"Uni"``, ``"CL"``
             (those switched on) to be called as ``objective(outputs, targets)``.
+
+        Raises:
+            TypeError: If an option has the wrong type (at construction) or, when called, an
+                output or a label is not a floating-point tensor.
+            ValueError: If an option is invalid (at construction) or, when called, an output
+                or a label has the wrong shape, the batch is empty, a used label is on another
+                device than ``outputs["prediction"]`` or holds NaN or inf, or a required key
+                is missing.
 
         Shape:
             - ``outputs["prediction"]``: :math:`(B)`; ``outputs["logits"]``: :math:`(B, C)`.
@@ -282,7 +303,9 @@ class MultiTaskObjective(nn.Module):
                 len(dynamic), temperature=weighting_temperature, scale=scale, task_names=dynamic
             )
         fixed = {name: 1.0 for name in ("MSR", "MSC") if name in tasks}
-        return cls(tasks, fixed=fixed, dynamic=dynamic, weighter=weighter)
+        objective = cls(tasks, fixed=fixed, dynamic=dynamic, weighter=weighter)
+        objective._check_batch = functools.partial(_check_dmmsa_batch, uni=uni)
+        return objective
 
 
 # ------------------------------------------------------------- the four tasks of DMMSA (Eq. 5)
@@ -315,7 +338,7 @@ def _uni_loss(
     for name, u in predictions.items():
         modality = name[0]  # "T", "A" or "V"
         unimodal = name.endswith("_d") and modality in targets
-        label = _label(targets, modality, y.shape[0]) if unimodal else y
+        label = _label(targets, modality, u) if unimodal else y
         losses.append(F.smooth_l1_loss(u, label.to(u.dtype), beta=beta))
     return torch.stack(losses).mean()
 
@@ -344,10 +367,21 @@ def _required(mapping: Mapping[str, Any], where: str, key: str, hint: str = "") 
     return mapping[key]
 
 
-def _label(targets: Mapping[str, Any], key: str, batch: int) -> Tensor:
+def _label(targets: Mapping[str, Any], key: str, prediction: Tensor) -> Tensor:
+    """``targets[key]``: floating point, of shape ``[B]`` and on the device of ``prediction``.
+
+    Checks only what is known on the host (no device synchronisation); the values are checked
+    once per batch by :func:`_check_dmmsa_batch`.
+    """
+    name = f"targets[{key!r}]"
     label = _required(targets, "targets", key)
-    check_floating(f"targets[{key!r}]", label)
-    check_shape(f"targets[{key!r}]", label, [batch])
+    check_floating(name, label)
+    check_shape(name, label, [prediction.shape[0]])
+    if label.device != prediction.device:
+        raise ValueError(
+            f"{name} must be on the device of the outputs ({prediction.device}), "
+            f"got {label.device}"
+        )
     return label
 
 
@@ -363,8 +397,36 @@ def _prediction_and_label(
             f"squeeze the last dimension (a [B, 1] prediction would broadcast against [B] labels)"
         )
     check_shape("outputs['prediction']", prediction, ["B"])
-    y = _label(targets, "M", prediction.shape[0])
+    if prediction.shape[0] == 0:
+        raise ValueError(
+            "outputs['prediction'] must hold at least one sample (the DMMSA terms are means "
+            "over the batch), got an empty batch of shape (0,)"
+        )
+    y = _label(targets, "M", prediction)
     return prediction, y.to(prediction.dtype)
+
+
+def _check_dmmsa_batch(
+    outputs: Mapping[str, Any], targets: Mapping[str, Any], *, uni: bool
+) -> None:
+    """Once per batch, before the DMMSA tasks: the checks of :func:`_prediction_and_label`, and
+    every label the objective uses must be finite (one device synchronisation for all of them).
+    """
+    prediction, _ = _prediction_and_label(outputs, targets)
+    keys = ["M"]
+    unimodal = outputs.get("unimodal") if uni else None
+    if isinstance(unimodal, Mapping):  # the unimodal labels used by L_Uni (for the *_d features)
+        keys += [m for m in ("T", "A", "V") if f"{m}_d" in unimodal and m in targets]
+    labels = [_label(targets, key, prediction) for key in keys]
+    finite = torch.stack([torch.isfinite(label).all() for label in labels])
+    if bool(finite.all()):
+        return
+    key, label = next((k, v) for k, v, ok in zip(keys, labels, finite.tolist()) if not ok)
+    nan, inf = int(torch.isnan(label).sum()), int(torch.isinf(label).sum())
+    raise ValueError(
+        f"targets[{key!r}] must be finite (labels are data, not model outputs), "
+        f"got {nan} NaN and {inf} inf value(s)"
+    )
 
 
 def _features(

@@ -8,7 +8,7 @@ import weakref
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from pytorch_metric_learning.losses import NTXentLoss, SupConLoss
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -420,6 +420,125 @@ def test_half_precision_is_computed_in_float32_and_returned_in_input_dtype(dtype
     assert torch.equal(
         loss, F.multi_nt_xent_from_labels(embeddings.float(), labels, reduction="none").to(dtype)
     )
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_both_forms_are_computed_in_float32_under_autocast(dtype):
+    """Autocast is switched off inside: matrix products too run in float32."""
+    anchor, candidates, positive_mask, _ = one_positive_problem(dtype=torch.float32)
+    anchor, candidates = anchor.to(dtype), candidates.to(dtype)
+    embeddings, labels = candidates.reshape(-1, candidates.shape[-1]), torch.arange(30) % 4
+    with torch.autocast("cpu", dtype=dtype):
+        per_anchor = F.multi_nt_xent(anchor, candidates, positive_mask, reduction="none")
+        label_form = F.multi_nt_xent_from_labels(embeddings, labels, reduction="none")
+    expected = F.multi_nt_xent(anchor.float(), candidates.float(), positive_mask, reduction="none")
+    assert torch.equal(per_anchor, expected.to(dtype))
+    expected = F.multi_nt_xent_from_labels(embeddings.float(), labels, reduction="none")
+    assert torch.equal(label_form, expected.to(dtype))
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_label_form_backward_inside_or_outside_autocast_gives_the_float32_gradient(form):
+    generator = torch.Generator().manual_seed(3)
+    inputs = torch.randn(12, 6, generator=generator)
+    layer = torch.nn.Linear(6, 8)
+    labels = torch.arange(12) % 4
+    results = []
+    for backward_inside in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            embeddings = layer(inputs)
+            embeddings.retain_grad()
+            loss = F.multi_nt_xent_from_labels(embeddings, labels, form=form)
+            if backward_inside:
+                loss.backward()
+        if not backward_inside:
+            loss.backward()
+        results.append(embeddings.grad)
+    reference = embeddings.detach().float().requires_grad_(True)
+    F.multi_nt_xent_from_labels(reference, labels, form=form).backward()
+    for grad in results:
+        assert grad.dtype == torch.bfloat16
+        torch.testing.assert_close(grad, reference.grad.to(torch.bfloat16))
+
+
+@st.composite
+def poisoned_problems(draw, taking_part):
+    """A problem and one entry (of the anchor or a candidate) that does or does not take part.
+
+    An anchor takes part when it has a positive inside ``valid_mask``; a candidate when, in
+    addition, it is inside ``valid_mask`` itself.
+    """
+    anchor, candidates, positive_mask, valid_mask = draw(problems())
+    has_positive = (positive_mask & valid_mask).any(dim=1)
+    cells = [("anchor", (b,)) for b in range(anchor.shape[0])]
+    cells += [("candidates", (b, k)) for b, k in itertools.product(*map(range, valid_mask.shape))]
+    wanted = [
+        (name, cell)
+        for name, cell in cells
+        if taking_part == bool(has_positive[cell[0]] and (len(cell) == 1 or valid_mask[cell]))
+    ]
+    assume(wanted)
+    name, cell = draw(st.sampled_from(wanted))
+    index = (*cell, draw(st.integers(0, anchor.shape[1] - 1)))
+    value = draw(st.sampled_from([math.nan, math.inf, -math.inf]))
+    return (anchor, candidates, positive_mask, valid_mask), name, index, value
+
+
+def _poisoned(problem, name, index, value):
+    anchor, candidates, positive_mask, valid_mask = (t.clone() for t in problem)
+    (anchor if name == "anchor" else candidates)[index] = value
+    return anchor, candidates, positive_mask, valid_mask
+
+
+@given(poisoned_problems(taking_part=True), st.sampled_from(FORMS))
+def test_a_non_finite_value_taking_part_makes_the_loss_nan(case, form):
+    problem, name, index, value = case
+    anchor, candidates, positive_mask, valid_mask = _poisoned(problem, name, index, value)
+    losses = F.multi_nt_xent(
+        anchor, candidates, positive_mask, valid_mask=valid_mask, form=form, reduction="none"
+    )
+    assert bool(torch.isnan(losses[index[0]]))
+    for reduction in ("mean", "sum"):
+        options = {"valid_mask": valid_mask, "form": form, "reduction": reduction}
+        loss = F.multi_nt_xent(anchor, candidates, positive_mask, **options)
+        assert bool(torch.isnan(loss))
+
+
+@given(poisoned_problems(taking_part=False), st.sampled_from(FORMS))
+def test_a_non_finite_value_taking_no_part_changes_neither_loss_nor_gradients(case, form):
+    problem, name, index, value = case
+
+    def loss_and_grads(anchor, candidates, positive_mask, valid_mask):
+        anchor, candidates = anchor.requires_grad_(True), candidates.requires_grad_(True)
+        losses = F.multi_nt_xent(
+            anchor, candidates, positive_mask, valid_mask=valid_mask, form=form, reduction="none"
+        )
+        return losses.detach(), *grads(losses, anchor, candidates)
+
+    clean = loss_and_grads(*(t.clone() for t in problem))
+    poisoned = loss_and_grads(*_poisoned(problem, name, index, value))
+    for got, expected in zip(poisoned, clean):
+        assert bool(torch.isfinite(got).all())
+        assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_label_form_zero_width_embeddings_are_zero_vectors_as_in_the_per_anchor_form(form):
+    embeddings = torch.zeros(7, 0, dtype=f64, requires_grad=True)
+    labels = torch.tensor([0, 0, 1, 1, 1, 2, 3])
+    loss, count = F.multi_nt_xent_from_labels(
+        embeddings, labels, form=form, reduction="none", return_count=True
+    )
+    candidates, positive_mask = pairs_from_labels(embeddings.detach(), labels)
+    expected = F.multi_nt_xent(
+        embeddings.detach(), candidates, positive_mask, form=form, reduction="none"
+    )
+    torch.testing.assert_close(loss, expected)
+    if form == "in":  # log((N - 1) / |P|), the value of zero vectors
+        torch.testing.assert_close(loss[:5], torch.tensor([6.0, 6.0, 3.0, 3.0, 3.0]).log().double())
+    assert count.item() == 5
+    (grad,) = grads(loss, embeddings)
+    assert grad.shape == (7, 0)
 
 
 @given(problems(), st.sampled_from(FORMS))

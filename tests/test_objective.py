@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import mtobjectives as mt
 from mtobjectives.heads import DecompositionHead
@@ -496,6 +497,68 @@ OUTPUTS, TARGETS = make_batch(batch=4)
 def test_bad_batches_raise_naming_the_key(outputs, targets, error, match):
     with pytest.raises(error, match=match):
         dmmsa()(outputs, targets)
+
+
+def test_empty_batch_raises_naming_the_prediction():
+    outputs, targets = make_batch(batch=0)
+    with pytest.raises(ValueError, match=r"outputs\['prediction'\] must hold at least one sample"):
+        dmmsa()(outputs, targets)
+
+
+@pytest.mark.parametrize("key", ["M", "T", "A", "V"])
+@pytest.mark.parametrize(
+    ("value", "counts"), [(math.nan, "1 NaN and 0 inf"), (-math.inf, "0 NaN and 1 inf")]
+)
+@pytest.mark.parametrize("msc", [True, False])
+def test_non_finite_label_in_use_raises_naming_it(key, value, counts, msc):
+    outputs, targets = make_batch(unimodal_labels="TAV")
+    targets[key][2] = value
+    objective = mt.MultiTaskObjective.dmmsa(binning=SIMS3 if msc else None, msc=msc)
+    with pytest.raises(ValueError, match=rf"targets\['{key}'\] must be finite.*got {counts}"):
+        objective(outputs, targets)
+
+
+@pytest.mark.parametrize(
+    ("names", "uni"),
+    [(NAMES, False), (("T_s", "A_s", "A_d", "V_s", "V_d"), True)],
+    ids=["uni-off", "no-T_d-prediction"],
+)
+def test_a_label_no_term_uses_is_not_value_checked(names, uni):
+    outputs, targets = make_batch(names=names, unimodal_labels="TAV")
+    targets["T"][0] = math.nan  # only L_Uni's T_d term would use it
+    result = dmmsa(uni=uni)(outputs, targets)
+    assert all(bool(torch.isfinite(term)) for term in result.terms.values())
+
+
+@pytest.mark.parametrize("key", ["M", "T"])
+def test_label_on_another_device_raises_naming_it(key):
+    outputs, targets = make_batch(unimodal_labels="T")
+    targets[key] = targets[key].to("meta")
+    with pytest.raises(
+        ValueError, match=rf"targets\['{key}'\] must be on the device of the outputs"
+    ):
+        dmmsa()(outputs, targets)
+
+
+class _HostReads(TorchDispatchMode):
+    """Counts reads of tensor values by the host (each one a device synchronisation on GPU)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        self.count += func is torch.ops.aten._local_scalar_dense.default
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize(("msc", "expected"), [(False, 1), (True, 2)])  # + the binning's check
+def test_labels_are_value_checked_with_one_host_read_per_batch(msc, expected):
+    outputs, targets = make_batch(unimodal_labels="TAV")
+    objective = mt.MultiTaskObjective.dmmsa(binning=SIMS3 if msc else None, msc=msc)
+    with _HostReads() as reads:
+        objective(outputs, targets)
+    assert reads.count == expected
 
 
 def test_features_of_different_widths_raise():
