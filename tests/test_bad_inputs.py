@@ -1,0 +1,873 @@
+"""Every bad input tried on the library and on the example's data loader, and what the user gets.
+
+Two tables, one parametrized test each: :data:`LIBRARY_ROWS` (the objectives, the head, the
+metrics) and :data:`LOADER_ROWS` (``examples/dmmsa/data.py``). A row either expects an exception
+of a given type whose message names the argument (a regex), or it is an input that works and the
+row checks what it returns (a batch of one, identical labels, an empty batch, ...). Rows whose
+current behaviour is a known library bug are ``xfail(strict=True)`` with the reason; each xfail
+also pins how the library fails today (``raises=``), so a change in the failure is noticed.
+
+``docs/robustness.rst`` lists every row by its test id; the last test keeps the two in sync.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as torch_F
+
+import mtobjectives as mt
+from mtobjectives import functional as F
+from mtobjectives.heads import DecompositionHead
+from mtobjectives.metrics import msa_metrics
+from mtobjectives.weighting import DWAWeighter, EqualWeighter, GDWGWeighter
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples" / "dmmsa"))
+
+import data  # noqa: E402
+
+DOCS_PAGE = ROOT / "docs" / "robustness.rst"
+NAN, INF = math.nan, math.inf
+META = torch.device("meta")  # a second device that every machine has
+
+# --------------------------------------------------------------------------- shared inputs
+_GEN = torch.Generator().manual_seed(0)
+B, K, D = 4, 3, 5
+ANCHOR = torch.randn(B, D, generator=_GEN)
+CANDIDATES = torch.randn(B, K, D, generator=_GEN)
+POSITIVE = torch.tensor([True, False, False]).expand(B, K).contiguous()  # 1 positive, 2 negatives
+EMBEDDINGS = torch.randn(6, D, generator=_GEN)
+LABELS = torch.tensor([0, 0, 1, 1, 2, 3])  # samples 4 and 5 have no positive
+FEATURE_NAMES = ("T_s", "T_d", "A_s", "A_d", "V_s", "V_d")
+
+
+def _outputs(batch: int) -> dict[str, Any]:
+    """DMMSA outputs (as a DecompositionHead returns them) for ``batch`` samples, 3 classes."""
+    gen = torch.Generator().manual_seed(batch)
+    return {
+        "prediction": torch.randn(batch, generator=gen),
+        "logits": torch.randn(batch, 3, generator=gen),
+        "features": {f: torch.randn(batch, 8, generator=gen) for f in FEATURE_NAMES},
+        "unimodal": {f: torch.randn(batch, generator=gen) for f in FEATURE_NAMES},
+    }
+
+
+OUTPUTS = _outputs(B)
+TARGETS = {"M": torch.tensor([-0.8, -0.05, 0.3, 0.9])}
+
+
+def _dmmsa(**kwargs: Any) -> mt.MultiTaskObjective:
+    return mt.MultiTaskObjective.dmmsa(binning=mt.CoarseGrainedBinning.preset("sims"), **kwargs)
+
+
+def _head() -> DecompositionHead:
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return DecompositionHead(
+            {"T": 6, "A": 4, "V": 5}, feature_dim=8, fusion_hidden=(8,), unimodal_hidden=(4,)
+        )
+
+
+def _head_inputs(batch: int = 2, **override: torch.Tensor) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    features = {m: torch.randn(batch, d, generator=gen) for m, d in (("T", 6), ("A", 4), ("V", 5))}
+    return {**features, **override}
+
+
+def _with(tensor: torch.Tensor, index: tuple[int, ...], value: float) -> torch.Tensor:
+    """A copy of ``tensor`` with one entry replaced."""
+    out = tensor.clone()
+    out[index] = value
+    return out
+
+
+def _weighter(kind: type = GDWGWeighter) -> Any:
+    return kind(2, task_names=["Uni", "CL"])
+
+
+def _stages(kind: type, *stage_losses: list[float], present: list[bool] | None = None) -> Any:
+    """A weighter fed one batch per stage, with ``step()`` at the end of each stage."""
+    weighter = _weighter(kind)
+    mask = None if present is None else torch.tensor(present)
+    for losses in stage_losses:
+        weighter(torch.tensor(losses), present=mask)
+        weighter.step()
+    return weighter
+
+
+# ------------------------------------------------------------------ independent references
+def _cosine_logits(anchor: torch.Tensor, others: torch.Tensor, tau: float) -> list[float]:
+    return [
+        torch_F.cosine_similarity(anchor.double(), o.double(), dim=0).item() / tau for o in others
+    ]
+
+
+def _lse(values: list[float]) -> float:
+    top = max(values)
+    return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+def _anchor_reference(logits: list[float], positive: list[bool], form: str) -> float:
+    """One anchor's loss from its candidate logits, by the formulas of SPEC 1.1."""
+    pos = [v for v, p in zip(logits, positive) if p]
+    if form == "in":
+        return _lse(logits) - _lse(pos)
+    return _lse(logits) - sum(pos) / len(pos)
+
+
+def _batch_of_one_reference() -> float:
+    logits = _cosine_logits(ANCHOR[0], CANDIDATES[0], 0.5)
+    return _anchor_reference(logits, POSITIVE[0].tolist(), "in")
+
+
+def _identical_labels_out_reference() -> float:
+    """SupCon (L_out) when every sample shares the label: all N - 1 others are positives."""
+    n = EMBEDDINGS.shape[0]
+    losses = []
+    for i in range(n):
+        others = [EMBEDDINGS[j] for j in range(n) if j != i]
+        logits = _cosine_logits(EMBEDDINGS[i], others, 0.5)
+        losses.append(_anchor_reference(logits, [True] * (n - 1), "out"))
+    return sum(losses) / n
+
+
+# ------------------------------------------------------------------------- result checks
+def _zero_and_count(expected_count: int) -> Callable[[Any], bool]:
+    def check(result: tuple[torch.Tensor, torch.Tensor]) -> bool:
+        loss, count = result
+        return loss.item() == 0.0 and count.item() == expected_count
+
+    return check
+
+
+def _close(expected: float, tol: float = 1e-5) -> Callable[[Any], bool]:
+    def check(result: torch.Tensor) -> bool:
+        return math.isclose(float(result), expected, rel_tol=tol, abs_tol=tol)
+
+    return check
+
+
+def _non_finite(result: torch.Tensor) -> bool:
+    return not bool(torch.isfinite(result).all())
+
+
+def _loss_and_gradient_agree(result: tuple[torch.Tensor, torch.Tensor]) -> bool:
+    """A finite loss has a finite gradient (else the optimiser silently writes NaN)."""
+    loss, grad = result
+    return bool(torch.isfinite(loss)) == bool(torch.isfinite(grad).all())
+
+
+def _loss_and_anchor_grad(
+    anchor: torch.Tensor, candidates: torch.Tensor, positive: torch.Tensor, **kwargs: Any
+) -> tuple[torch.Tensor, torch.Tensor]:
+    anchor = anchor.clone().requires_grad_()
+    loss = F.multi_nt_xent(anchor, candidates, positive, **kwargs)
+    loss.backward()
+    return loss.detach(), anchor.grad
+
+
+# --------------------------------------------------------------------------------- rows
+@dataclass(frozen=True)
+class Case:
+    """One bad input: how to make the call, and what the user gets."""
+
+    call: Callable[..., Any]
+    raises: type[BaseException] | None = None
+    match: str | None = None  # the message names the argument
+    returns: Callable[[Any], bool] | None = None  # for inputs that work
+
+
+def row(
+    test_id: str,
+    call: Callable[..., Any],
+    *,
+    raises: type[BaseException] | None = None,
+    match: str | None = None,
+    returns: Callable[[Any], bool] | None = None,
+    bug: str | None = None,
+    fails_with: type[BaseException] | tuple[type[BaseException], ...] = AssertionError,
+) -> Any:
+    """A table row; ``bug`` marks a known library bug (strict xfail failing with ``fails_with``)."""
+    assert (raises is None) != (returns is None), test_id
+    assert raises is None or match, f"{test_id}: an error row must say what the message names"
+    marks = () if bug is None else pytest.mark.xfail(strict=True, reason=bug, raises=fails_with)
+    return pytest.param(Case(call, raises, match, returns), id=test_id, marks=marks)
+
+
+DID_NOT_RAISE = pytest.fail.Exception  # fails_with for a bug row where nothing is raised
+
+NTX = mt.MultiNTXentLoss()
+
+LIBRARY_ROWS = [
+    # ------------------------------------------------ Multi NT-Xent, per-anchor form (Eq. 3)
+    row("ntx-anchor-not-a-tensor", lambda: NTX(ANCHOR.tolist(), CANDIDATES, POSITIVE),
+        raises=TypeError, match=r"anchor must be a torch\.Tensor"),
+    row("ntx-anchor-rank-1", lambda: NTX(ANCHOR[0], CANDIDATES, POSITIVE),
+        raises=ValueError, match=r"anchor must have 2 dimensions \[B, D\]"),
+    row("ntx-candidates-rank-2", lambda: NTX(ANCHOR, CANDIDATES[:, 0], POSITIVE),
+        raises=ValueError, match=r"candidates must have 3 dimensions \[B, K, D\]"),
+    row("ntx-batch-mismatch", lambda: NTX(ANCHOR[:3], CANDIDATES, POSITIVE),
+        raises=ValueError, match=r"candidates must have the batch size B of anchor \(3\)"),
+    row("ntx-embedding-size-mismatch", lambda: NTX(ANCHOR[:, :4], CANDIDATES, POSITIVE),
+        raises=ValueError, match=r"candidates must have the embedding size D of anchor \(4\)"),
+    row("ntx-positive-mask-batch-mismatch", lambda: NTX(ANCHOR, CANDIDATES, POSITIVE[:3]),
+        raises=ValueError, match=r"positive_mask must have the batch size B"),
+    row("ntx-positive-mask-k-mismatch", lambda: NTX(ANCHOR, CANDIDATES, POSITIVE[:, :2]),
+        raises=ValueError, match=r"positive_mask must have the number of candidates K \(3\)"),
+    row("ntx-positive-mask-rank-1", lambda: NTX(ANCHOR, CANDIDATES, POSITIVE[0]),
+        raises=ValueError, match=r"positive_mask must have 2 dimensions \[B, K\]"),
+    row("ntx-valid-mask-k-mismatch",
+        lambda: NTX(ANCHOR, CANDIDATES, POSITIVE, POSITIVE[:, :2]),
+        raises=ValueError, match=r"valid_mask must have the number of candidates K"),
+    row("ntx-int-anchor", lambda: NTX(ANCHOR.long(), CANDIDATES, POSITIVE),
+        raises=TypeError, match=r"anchor must be a floating-point tensor, got dtype torch\.int64"),
+    row("ntx-int-candidates", lambda: NTX(ANCHOR, CANDIDATES.long(), POSITIVE),
+        raises=TypeError, match=r"candidates must be a floating-point tensor"),
+    row("ntx-float-positive-mask", lambda: NTX(ANCHOR, CANDIDATES, POSITIVE.float()),
+        raises=TypeError, match=r"positive_mask must be a bool tensor, got dtype torch\.float32"),
+    row("ntx-int-positive-mask", lambda: NTX(ANCHOR, CANDIDATES, POSITIVE.long()),
+        raises=TypeError, match=r"positive_mask must be a bool tensor, got dtype torch\.int64"),
+    row("ntx-float-valid-mask", lambda: NTX(ANCHOR, CANDIDATES, POSITIVE, POSITIVE.float()),
+        raises=TypeError, match=r"valid_mask must be a bool tensor"),
+    row("ntx-candidates-on-other-device", lambda: NTX(ANCHOR, CANDIDATES.to(META), POSITIVE),
+        raises=ValueError, match=r"same device.*candidates on meta"),
+    row("ntx-mask-on-other-device", lambda: NTX(ANCHOR, CANDIDATES, POSITIVE.to(META)),
+        raises=ValueError, match=r"same device.*positive_mask on meta"),
+    *[
+        row(f"ntx-temperature-{name}", lambda t=t: mt.MultiNTXentLoss(temperature=t),
+            raises=ValueError, match=r"temperature must be a finite number > 0")
+        for name, t in (("zero", 0.0), ("negative", -0.5), ("nan", NAN), ("inf", INF))
+    ],
+    row("ntx-temperature-bool", lambda: mt.MultiNTXentLoss(temperature=True),
+        raises=TypeError, match=r"temperature must be a real number, got bool"),
+    row("ntx-temperature-tensor",
+        lambda: F.multi_nt_xent(ANCHOR, CANDIDATES, POSITIVE, temperature=torch.tensor(0.5)),
+        raises=TypeError, match=r"temperature must be a real number, got Tensor"),
+    row("ntx-temperature-overflows-float32",
+        lambda: F.multi_nt_xent(ANCHOR, CANDIDATES, POSITIVE, temperature=1e-40),
+        raises=ValueError, match=r"temperature must be >= .* for torch\.float32"),
+    row("ntx-unknown-form", lambda: mt.MultiNTXentLoss(form="IN"),
+        raises=ValueError, match=r"form must be one of 'in' \| 'out', got 'IN'"),
+    row("ntx-unknown-reduction", lambda: mt.MultiNTXentLoss(reduction="avg"),
+        raises=ValueError, match=r"reduction must be one of .*, got 'avg'"),
+    row("ntx-return-count-not-bool",
+        lambda: F.multi_nt_xent(ANCHOR, CANDIDATES, POSITIVE, return_count=1),
+        raises=TypeError, match=r"return_count must be a bool"),
+    row("ntx-empty-batch",
+        lambda: F.multi_nt_xent(ANCHOR[:0], CANDIDATES[:0], POSITIVE[:0], return_count=True),
+        returns=_zero_and_count(0)),
+    row("ntx-batch-of-one", lambda: NTX(ANCHOR[:1], CANDIDATES[:1], POSITIVE[:1]),
+        returns=_close(_batch_of_one_reference())),
+    row("ntx-no-candidates",
+        lambda: F.multi_nt_xent(ANCHOR, CANDIDATES[:, :0], POSITIVE[:, :0], return_count=True),
+        returns=_zero_and_count(0)),
+    row("ntx-no-positive",
+        lambda: F.multi_nt_xent(ANCHOR, CANDIDATES, torch.zeros(B, K, dtype=torch.bool),
+                                return_count=True),
+        returns=_zero_and_count(0)),
+    row("ntx-all-positive-in",
+        lambda: F.multi_nt_xent(ANCHOR, CANDIDATES, torch.ones(B, K, dtype=torch.bool),
+                                return_count=True),
+        returns=_zero_and_count(B)),
+    row("ntx-zero-width-embeddings",
+        lambda: F.multi_nt_xent(ANCHOR[:, :0], CANDIDATES[:, :, :0], POSITIVE),
+        returns=_close(math.log(K))),
+    *[
+        row(f"ntx-{value_name}-in-{where}-{form}",
+            lambda index=index, value=value, form=form: F.multi_nt_xent(
+                _with(ANCHOR, index, value) if len(index) == 2 else ANCHOR,
+                _with(CANDIDATES, index, value) if len(index) == 3 else CANDIDATES,
+                POSITIVE, form=form),
+            returns=_non_finite)
+        for where, index in (("anchor", (1, 2)), ("positive", (1, 0, 2)), ("negative", (1, 2, 2)))
+        for value_name, value in (("nan", NAN), ("inf", INF))
+        for form in ("in", "out")
+    ],
+    row("ntx-nan-in-candidate-outside-valid-mask",
+        lambda: _loss_and_anchor_grad(
+            ANCHOR, _with(CANDIDATES, (0, 2, 1), NAN), POSITIVE,
+            valid_mask=torch.tensor([True, True, False]).expand(B, K)),
+        returns=_loss_and_gradient_agree),
+    row("ntx-nan-in-anchor-without-positive",
+        lambda: _loss_and_anchor_grad(
+            _with(ANCHOR, (0, 1), NAN), CANDIDATES, _with(POSITIVE, (0, 0), False)),
+        returns=_loss_and_gradient_agree),
+    # ------------------------------------------------------- Multi NT-Xent, label form
+    row("ntx-labels-float-labels", lambda: NTX.from_labels(EMBEDDINGS, LABELS.float()),
+        raises=TypeError, match=r"labels must be an integer tensor, got dtype torch\.float32"),
+    row("ntx-labels-nan-labels",
+        lambda: NTX.from_labels(EMBEDDINGS, _with(LABELS.double(), (0,), NAN)),
+        raises=TypeError, match=r"labels must be an integer tensor"),
+    row("ntx-labels-bool-labels", lambda: NTX.from_labels(EMBEDDINGS, LABELS > 0),
+        raises=TypeError, match=r"labels must be an integer tensor, got dtype torch\.bool"),
+    row("ntx-labels-labels-not-a-tensor", lambda: NTX.from_labels(EMBEDDINGS, LABELS.tolist()),
+        raises=TypeError, match=r"labels must be a torch\.Tensor"),
+    row("ntx-labels-labels-rank-2", lambda: NTX.from_labels(EMBEDDINGS, LABELS[:, None]),
+        raises=ValueError, match=r"labels must have 1 dimensions \[N\]"),
+    row("ntx-labels-embeddings-rank-1", lambda: NTX.from_labels(EMBEDDINGS[:, 0], LABELS),
+        raises=ValueError, match=r"embeddings must have 2 dimensions \[N, D\]"),
+    row("ntx-labels-int-embeddings", lambda: NTX.from_labels(EMBEDDINGS.long(), LABELS),
+        raises=TypeError, match=r"embeddings must be a floating-point tensor"),
+    row("ntx-labels-batch-mismatch", lambda: NTX.from_labels(EMBEDDINGS, LABELS[:5]),
+        raises=ValueError, match=r"labels must have the batch size N of embeddings \(6\)"),
+    row("ntx-labels-on-other-device", lambda: NTX.from_labels(EMBEDDINGS, LABELS.to(META)),
+        raises=ValueError, match=r"same device.*labels on meta"),
+    row("ntx-labels-temperature-overflows-float32",
+        lambda: F.multi_nt_xent_from_labels(EMBEDDINGS, LABELS, temperature=1e-40),
+        raises=ValueError, match=r"temperature must be >= "),
+    row("ntx-labels-empty-batch",
+        lambda: F.multi_nt_xent_from_labels(EMBEDDINGS[:0], LABELS[:0], return_count=True),
+        returns=_zero_and_count(0)),
+    row("ntx-labels-batch-of-one",
+        lambda: F.multi_nt_xent_from_labels(EMBEDDINGS[:1], LABELS[:1], return_count=True),
+        returns=_zero_and_count(0)),
+    row("ntx-labels-all-identical-in",
+        lambda: F.multi_nt_xent_from_labels(EMBEDDINGS, torch.zeros(6, dtype=torch.long),
+                                            return_count=True),
+        returns=_zero_and_count(6)),
+    row("ntx-labels-all-identical-out",
+        lambda: F.multi_nt_xent_from_labels(EMBEDDINGS, torch.zeros(6, dtype=torch.long),
+                                            form="out"),
+        returns=_close(_identical_labels_out_reference())),
+    row("ntx-labels-all-distinct",
+        lambda: F.multi_nt_xent_from_labels(EMBEDDINGS, torch.arange(6), return_count=True),
+        returns=_zero_and_count(0)),
+    *[
+        row(f"ntx-labels-{value_name}-in-embeddings-{form}",
+            lambda value=value, form=form: F.multi_nt_xent_from_labels(
+                _with(EMBEDDINGS, (5, 1), value), LABELS, form=form),
+            returns=_non_finite)
+        for value_name, value in (("nan", NAN), ("inf", INF))
+        for form in ("in", "out")
+    ],
+    row("ntx-labels-zero-width-embeddings",
+        lambda: F.multi_nt_xent_from_labels(EMBEDDINGS[:, :0], LABELS),
+        returns=_close(math.log(5))),
+    # ---------------------------------------------------------------- text_anchored_pairs
+    row("pairs-no-anchor", lambda: mt.text_anchored_pairs(None, T_d=ANCHOR),
+        raises=ValueError, match=r"T_s must be a tensor \[B, D\] \(it is the anchor\)"),
+    row("pairs-anchor-rank-1", lambda: mt.text_anchored_pairs(ANCHOR[0]),
+        raises=ValueError, match=r"T_s must have 2 dimensions"),
+    row("pairs-shape-mismatch", lambda: mt.text_anchored_pairs(ANCHOR, A_s=ANCHOR[:3]),
+        raises=ValueError, match=r"A_s must have the shape of T_s \(4, 5\)"),
+    row("pairs-int-feature", lambda: mt.text_anchored_pairs(ANCHOR, V_s=ANCHOR.long()),
+        raises=TypeError, match=r"V_s must be a floating-point tensor"),
+    row("pairs-feature-on-other-device",
+        lambda: mt.text_anchored_pairs(ANCHOR, A_d=ANCHOR.to(META)),
+        raises=ValueError, match=r"A_d must be on the device of T_s"),
+    row("pairs-anchor-only",
+        lambda: mt.text_anchored_pairs(ANCHOR).candidates.shape,
+        returns=lambda shape: shape == (B, 0, D)),
+    # ------------------------------------------------------------ CoarseGrainedBinning
+    row("binning-nan", lambda: mt.CoarseGrainedBinning.preset("sims")(torch.tensor([0.0, NAN])),
+        raises=ValueError, match=r"y must not contain NaN, got 1 NaN value"),
+    row("binning-inf-clipped",
+        lambda: mt.CoarseGrainedBinning.preset("mosi")(torch.tensor([INF, -INF])),
+        returns=lambda ids: ids.tolist() == [2, 0]),
+    row("binning-int-input", lambda: mt.CoarseGrainedBinning.preset("sims")(torch.tensor([0, 1])),
+        raises=TypeError, match=r"y must be a floating-point tensor"),
+    row("binning-list-input", lambda: mt.CoarseGrainedBinning.preset("sims")([0.5]),
+        raises=TypeError, match=r"y must be a torch\.Tensor"),
+    row("binning-empty", lambda: mt.CoarseGrainedBinning.preset("sims")(torch.zeros(0)),
+        returns=lambda ids: ids.shape == (0,) and ids.dtype == torch.long),
+    row("binning-unknown-dataset", lambda: mt.CoarseGrainedBinning.preset("iemocap"),
+        raises=ValueError, match=r"dataset must be one of 'sims' \| 'mosi' \| 'mosei'"),
+    row("binning-dataset-not-a-string", lambda: mt.CoarseGrainedBinning.preset(3),
+        raises=TypeError, match=r"dataset must be a string"),
+    row("binning-unknown-num-classes", lambda: mt.CoarseGrainedBinning.preset("sims", 7),
+        raises=ValueError, match=r"num_classes for dataset 'sims' must be one of 2 \| 3 \| 5"),
+    row("binning-float-num-classes", lambda: mt.CoarseGrainedBinning.preset("mosi", 3.0),
+        raises=TypeError, match=r"num_classes must be an int"),
+    row("binning-no-edges", lambda: mt.CoarseGrainedBinning([], low=-1, high=1),
+        raises=ValueError, match=r"edges must hold at least one edge"),
+    row("binning-nan-edge", lambda: mt.CoarseGrainedBinning([NAN], low=-1, high=1),
+        raises=ValueError, match=r"edges\[0\] must be finite"),
+    row("binning-unsorted-edges", lambda: mt.CoarseGrainedBinning([0.5, 0.1], low=-1, high=1),
+        raises=ValueError, match=r"edges must be strictly increasing"),
+    row("binning-edge-outside-range", lambda: mt.CoarseGrainedBinning([2.0], low=-1, high=1),
+        raises=ValueError, match=r"edges must lie strictly inside \(low, high\)"),
+    row("binning-edges-string", lambda: mt.CoarseGrainedBinning("0.1", low=-1, high=1),
+        raises=TypeError, match=r"edges must be a sequence of real numbers"),
+    row("binning-low-not-below-high", lambda: mt.CoarseGrainedBinning([0.0], low=1, high=-1),
+        raises=ValueError, match=r"low must be smaller than high"),
+    row("binning-nan-low", lambda: mt.CoarseGrainedBinning([0.0], low=NAN, high=1),
+        raises=ValueError, match=r"low must be finite"),
+    row("binning-unknown-closed",
+        lambda: mt.CoarseGrainedBinning([0.0], low=-1, high=1, closed="both"),
+        raises=ValueError, match=r"closed must be one of 'right' \| 'left'"),
+    row("binning-constrain-nan-prediction",
+        lambda: mt.CoarseGrainedBinning.preset("sims").constrain(
+            torch.tensor([NAN]), torch.tensor([0])),
+        raises=ValueError, match=r"prediction must not contain NaN"),
+    row("binning-constrain-int-prediction",
+        lambda: mt.CoarseGrainedBinning.preset("sims").constrain(
+            torch.tensor([0]), torch.tensor([0])),
+        raises=TypeError, match=r"prediction must be a floating-point tensor"),
+    row("binning-constrain-class-out-of-range",
+        lambda: mt.CoarseGrainedBinning.preset("sims").constrain(
+            torch.tensor([0.0]), torch.tensor([3])),
+        raises=ValueError, match=r"classes_or_logits must hold class ids in \[0, 3\)"),
+    row("binning-constrain-bool-classes",
+        lambda: mt.CoarseGrainedBinning.preset("sims").constrain(
+            torch.tensor([0.0]), torch.tensor([True])),
+        raises=TypeError, match=r"classes_or_logits must be integer class ids or floating"),
+    row("binning-constrain-class-shape",
+        lambda: mt.CoarseGrainedBinning.preset("sims").constrain(
+            torch.tensor([0.0, 0.5]), torch.tensor([0])),
+        raises=ValueError, match=r"classes_or_logits as class ids must have prediction's shape"),
+    row("binning-constrain-logits-wrong-classes",
+        lambda: mt.CoarseGrainedBinning.preset("sims").constrain(
+            torch.tensor([0.0]), torch.zeros(1, 2)),
+        raises=ValueError, match=r"classes_or_logits as logits must have shape \[1, 3\]"),
+    row("binning-constrain-nan-logits",
+        lambda: mt.CoarseGrainedBinning.preset("sims").constrain(
+            torch.tensor([0.0]), torch.full((1, 3), NAN)),
+        raises=ValueError, match=r"classes_or_logits must not contain NaN"),
+    row("binning-constrain-other-device",
+        lambda: mt.CoarseGrainedBinning.preset("sims").constrain(
+            torch.tensor([0.0]), torch.tensor([0], device=META)),
+        raises=ValueError, match=r"same device.*classes_or_logits on meta"),
+    # --------------------------------------------------------------------- msa_metrics
+    row("metrics-nan-pred",
+        lambda: msa_metrics(torch.tensor([NAN, 0.0, 1.0]), torch.zeros(3), "mosi"),
+        raises=ValueError, match=r"pred must be finite, got 1 non-finite"),
+    row("metrics-inf-target",
+        lambda: msa_metrics(torch.zeros(3), torch.tensor([INF, 0.0, 1.0]), "mosi"),
+        raises=ValueError, match=r"target must be finite"),
+    row("metrics-length-mismatch", lambda: msa_metrics(torch.zeros(3), torch.zeros(2), "mosi"),
+        raises=ValueError, match=r"pred and target must have the same number of elements"),
+    row("metrics-empty", lambda: msa_metrics(torch.zeros(0), torch.zeros(0), "mosi"),
+        raises=ValueError, match=r"pred and target must hold at least one element"),
+    row("metrics-unknown-dataset", lambda: msa_metrics(torch.zeros(3), torch.zeros(3), "imdb"),
+        raises=ValueError, match=r"dataset must be one of 'mosi' \| 'mosei' \| 'sims'"),
+    row("metrics-dataset-not-a-string", lambda: msa_metrics(torch.zeros(3), torch.zeros(3), None),
+        raises=TypeError, match=r"dataset must be a string"),
+    row("metrics-bool-pred", lambda: msa_metrics(torch.ones(3) > 0, torch.zeros(3), "mosi"),
+        raises=TypeError, match=r"pred must hold real numbers"),
+    row("metrics-string-pred", lambda: msa_metrics(["a", "b"], [0.0, 1.0], "mosi"),
+        raises=TypeError, match=r"pred must hold real numbers"),
+    row("metrics-ragged-pred", lambda: msa_metrics([[1.0], [1.0, 2.0]], [0.0, 1.0], "mosi"),
+        raises=TypeError, match=r"pred must be a tensor, array or sequence"),
+    row("metrics-negative-decimals",
+        lambda: msa_metrics(torch.zeros(3), torch.zeros(3), "mosi", decimals=-1),
+        raises=ValueError, match=r"decimals must be >= 0 or None"),
+    row("metrics-float-decimals",
+        lambda: msa_metrics(torch.zeros(3), torch.zeros(3), "mosi", decimals=2.0),
+        raises=TypeError, match=r"decimals must be an int or None"),
+    row("metrics-batch-of-one",
+        lambda: msa_metrics(torch.tensor([0.4]), torch.tensor([0.6]), "mosi"),
+        returns=lambda m: m["Has0_acc_2"] == 1.0 and m["MAE"] == 0.2 and math.isnan(m["Corr"])),
+    row("metrics-all-zero-labels",
+        lambda: msa_metrics(torch.tensor([0.4, -0.2]), torch.zeros(2), "mosi"),
+        returns=lambda m: math.isnan(m["Non0_acc_2"]) and math.isnan(m["Non0_F1_score"])
+        and m["Has0_acc_2"] == 0.5),
+    row("metrics-constant-predictions",
+        lambda: msa_metrics(torch.zeros(3), torch.tensor([-0.5, 0.0, 0.5]), "sims"),
+        returns=lambda m: math.isnan(m["Corr"]) and m["Mult_acc_3"] == 0.3333),
+    # ------------------------------------------------------------------------ weighters
+    *[
+        row(f"weighter-{name}-wrong-number-of-losses",
+            lambda kind=kind: _weighter(kind)(torch.ones(3)),
+            raises=ValueError, match=r"losses must have shape \[2\] with size 2 in dimension 0")
+        for name, kind in (("gdwg", GDWGWeighter), ("dwa", DWAWeighter), ("equal", EqualWeighter))
+    ],
+    row("weighter-scalar-loss", lambda: _weighter()(torch.tensor(1.0)),
+        raises=ValueError, match=r"losses must have 1 dimensions \[2\]"),
+    row("weighter-int-losses", lambda: _weighter()(torch.ones(2, dtype=torch.long)),
+        raises=TypeError, match=r"losses must be a floating-point tensor"),
+    row("weighter-losses-not-a-tensor", lambda: _weighter()([1.0, 2.0]),
+        raises=TypeError, match=r"losses must be a torch\.Tensor"),
+    row("weighter-float-present",
+        lambda: _weighter()(torch.ones(2), present=torch.ones(2)),
+        raises=TypeError, match=r"present must be a bool tensor"),
+    row("weighter-present-wrong-size",
+        lambda: _weighter()(torch.ones(2), present=torch.ones(3, dtype=torch.bool)),
+        raises=ValueError, match=r"present must have shape \[2\]"),
+    row("weighter-present-on-other-device",
+        lambda: _weighter()(torch.ones(2), present=torch.ones(2, dtype=torch.bool, device=META)),
+        raises=ValueError, match=r"present must be on the device of losses"),
+    row("weighter-losses-on-other-device", lambda: _weighter()(torch.ones(2, device=META)),
+        raises=ValueError, match=r"losses is on meta but the GDWGWeighter's state is on cpu"),
+    row("weighter-nan-loss-propagates", lambda: _weighter()(torch.tensor([NAN, 1.0])),
+        returns=lambda total: bool(torch.isnan(total))),
+    row("weighter-nan-loss-of-absent-task-ignored",
+        lambda: _weighter()(torch.tensor([NAN, 1.0]), present=torch.tensor([False, True])),
+        returns=lambda total: total.item() == 0.5),
+    *[
+        row(f"weighter-{name}-step-{what}-stage-mean",
+            lambda kind=kind, value=value: _stages(kind, [value, 1.0]),
+            raises=ValueError,
+            match=r"baseline L_k\(1\) of task 'Uni' \(index 0\) is " + re.escape(repr(value)))
+        for name, kind in (("gdwg", GDWGWeighter), ("dwa", DWAWeighter))
+        for what, value in (("nan", NAN), ("inf", INF), ("zero", 0.0), ("negative", -1.0))
+    ],
+    row("weighter-gdwg-step-nan-in-later-stage",
+        lambda: _stages(GDWGWeighter, [1.0, 1.0], [1.0, NAN]),
+        raises=ValueError, match=r"stage mean L_k\(2\) of task 'CL' \(index 1\) is nan"),
+    row("weighter-gdwg-step-task-never-present",
+        lambda: _stages(GDWGWeighter, [1.0, 1.0], present=[True, False]),
+        raises=ValueError, match=r"task 'CL' \(index 1\) was not present in any batch"),
+    row("weighter-gdwg-step-without-losses", lambda: _weighter().step(),
+        raises=ValueError, match=r"no loss was recorded in stage 1"),
+    row("weighter-equal-step-nan-stage-mean",
+        lambda: _stages(EqualWeighter, [NAN, 1.0], [1.0, 1.0]).weights,
+        returns=lambda weights: weights.tolist() == [0.5, 0.5]),
+    row("weighter-zero-tasks", lambda: GDWGWeighter(0),
+        raises=ValueError, match=r"num_tasks must be >= 1"),
+    row("weighter-float-num-tasks", lambda: GDWGWeighter(2.0),
+        raises=TypeError, match=r"num_tasks must be an int"),
+    *[
+        row(f"weighter-{name}-temperature-{what}", lambda kind=kind, t=t: kind(2, temperature=t),
+            raises=ValueError, match=r"temperature must be a finite number > 0")
+        for name, kind in (("gdwg", GDWGWeighter), ("dwa", DWAWeighter))
+        for what, t in (("zero", 0.0), ("negative", -2.0), ("nan", NAN), ("inf", INF))
+    ],
+    row("weighter-unknown-scale", lambda: GDWGWeighter(2, scale="sum"),
+        raises=ValueError, match=r"scale must be one of 'sum_one' \| 'num_tasks'"),
+    row("weighter-wrong-number-of-task-names", lambda: GDWGWeighter(2, task_names=["Uni"]),
+        raises=ValueError, match=r"task_names must hold 2 distinct names"),
+    # --------------------------------------------------------------- MultiTaskObjective
+    row("objective-weighter-wrong-number-of-tasks",
+        lambda: mt.MultiTaskObjective(
+            {"a": lambda o, t: None, "b": lambda o, t: None}, dynamic=["a", "b"],
+            weighter=GDWGWeighter(3)),
+        raises=ValueError, match=r"weighter must weight the 2 dynamic task\(s\) \['a', 'b'\]"),
+    row("objective-no-tasks", lambda: mt.MultiTaskObjective({}),
+        raises=ValueError, match=r"tasks must hold at least one task"),
+    row("objective-unknown-dynamic-task",
+        lambda: mt.MultiTaskObjective({"a": lambda o, t: None}, dynamic=["b"]),
+        raises=ValueError, match=r"dynamic must list distinct names among the tasks"),
+    row("objective-negative-fixed-weight",
+        lambda: mt.MultiTaskObjective({"a": lambda o, t: None}, fixed={"a": -1.0}),
+        raises=ValueError, match=r"fixed\['a'\] must be a finite number >= 0"),
+    row("objective-every-task-absent",
+        lambda: mt.MultiTaskObjective({"a": lambda o, t: None})({}, {}),
+        raises=ValueError, match=r"no task produced a loss for this batch"),
+    row("objective-task-returns-vector",
+        lambda: mt.MultiTaskObjective({"a": lambda o, t: torch.ones(2)})({}, {}),
+        raises=ValueError, match=r"task 'a' must return a scalar \(0-d\) loss"),
+    row("objective-task-returns-int",
+        lambda: mt.MultiTaskObjective({"a": lambda o, t: torch.tensor(1)})({}, {}),
+        raises=TypeError, match=r"task 'a' must return a floating-point tensor or None"),
+    row("dmmsa-unknown-weighting", lambda: _dmmsa(weighting="uncertainty"),
+        raises=ValueError, match=r"weighting must be one of 'gdwg' \| 'equal' \| 'dwa'"),
+    row("dmmsa-unknown-form", lambda: _dmmsa(form="both"),
+        raises=ValueError, match=r"form must be one of 'in' \| 'out'"),
+    row("dmmsa-temperature-zero", lambda: _dmmsa(temperature=0.0),
+        raises=ValueError, match=r"temperature must be a finite number > 0"),
+    row("dmmsa-beta-zero", lambda: _dmmsa(beta=0.0),
+        raises=ValueError, match=r"beta must be a finite number > 0"),
+    row("dmmsa-unknown-scale", lambda: _dmmsa(scale="k"),
+        raises=ValueError, match=r"scale must be one of 'sum_one' \| 'num_tasks'"),
+    row("dmmsa-no-binning-with-msc", lambda: mt.MultiTaskObjective.dmmsa(binning=None),
+        raises=TypeError, match=r"binning must be a CoarseGrainedBinning when msc=True"),
+    row("dmmsa-outputs-not-a-mapping", lambda: _dmmsa()([OUTPUTS], TARGETS),
+        raises=TypeError, match=r"outputs must be a mapping"),
+    row("dmmsa-missing-label", lambda: _dmmsa()(OUTPUTS, {}),
+        raises=ValueError, match=r"targets is missing the required key 'M'"),
+    row("dmmsa-label-batch-mismatch", lambda: _dmmsa()(OUTPUTS, {"M": TARGETS["M"][:3]}),
+        raises=ValueError, match=r"targets\['M'\] must have shape \[4\]"),
+    row("dmmsa-int-label", lambda: _dmmsa()(OUTPUTS, {"M": torch.zeros(B, dtype=torch.long)}),
+        raises=TypeError, match=r"targets\['M'\] must be a floating-point tensor"),
+    row("dmmsa-label-rank-2", lambda: _dmmsa()(OUTPUTS, {"M": TARGETS["M"][:, None]}),
+        raises=ValueError, match=r"targets\['M'\] must have 1 dimensions"),
+    row("dmmsa-prediction-b-by-1",
+        lambda: _dmmsa()({**OUTPUTS, "prediction": OUTPUTS["prediction"][:, None]}, TARGETS),
+        raises=ValueError, match=r"outputs\['prediction'\] must have shape \[B\], got \(4, 1\)"),
+    row("dmmsa-logits-wrong-classes",
+        lambda: _dmmsa()({**OUTPUTS, "logits": OUTPUTS["logits"][:, :2]}, TARGETS),
+        raises=ValueError, match=r"outputs\['logits'\] must have shape \[4, 3\]"),
+    row("dmmsa-unknown-feature",
+        lambda: _dmmsa()({**OUTPUTS, "features": {"X_s": ANCHOR}}, TARGETS),
+        raises=ValueError, match=r"outputs\['features'\] has unknown keys \['X_s'\]"),
+    row("dmmsa-feature-batch-mismatch",
+        lambda: _dmmsa()(
+            {**OUTPUTS, "features": {**OUTPUTS["features"], "A_s": torch.zeros(3, 8)}}, TARGETS),
+        raises=ValueError, match=r"outputs\['features'\]\['A_s'\] must have shape \[4, \*\]"),
+    row("dmmsa-unimodal-label-batch-mismatch",
+        lambda: _dmmsa()(OUTPUTS, {**TARGETS, "T": TARGETS["M"][:3]}),
+        raises=ValueError, match=r"targets\['T'\] must have shape \[4\]"),
+    row("dmmsa-batch-of-one",
+        lambda: _dmmsa()(_outputs(1), {"M": TARGETS["M"][:1]}),
+        returns=lambda r: set(r.terms) == {"MSR", "MSC", "Uni", "CL"}
+        and all(bool(torch.isfinite(v)) for v in r.terms.values())),
+    row("dmmsa-empty-batch", lambda: _dmmsa()(_outputs(0), {"M": TARGETS["M"][:0]}),
+        raises=ValueError, match=r"outputs\['prediction'\] must hold at least one sample"),
+    row("dmmsa-nan-label-with-msc",
+        lambda: _dmmsa()(OUTPUTS, {"M": _with(TARGETS["M"], (0,), NAN)}),
+        raises=ValueError, match=r"targets\['M'\] must be finite.*got 1 NaN"),
+    row("dmmsa-nan-label-without-msc",
+        lambda: mt.MultiTaskObjective.dmmsa(binning=None, msc=False)(
+            OUTPUTS, {"M": _with(TARGETS["M"], (0,), NAN)}),
+        raises=ValueError, match=r"targets\['M'\] must be finite.*got 1 NaN"),
+    row("dmmsa-nan-text-feature",
+        lambda: _dmmsa()(
+            {**OUTPUTS, "features": {**OUTPUTS["features"], "T_s": torch.full((B, 8), NAN)}},
+            TARGETS).terms["CL"],
+        returns=_non_finite),
+    row("dmmsa-label-on-other-device", lambda: _dmmsa()(OUTPUTS, {"M": TARGETS["M"].to(META)}),
+        raises=ValueError, match=r"targets\['M'\] must be on the device of the outputs \(cpu\)"),
+    # ------------------------------------------------------------------ DecompositionHead
+    row("head-missing-modality", lambda: _head()({"A": torch.zeros(2, 4), "V": torch.zeros(2, 5)}),
+        raises=ValueError, match=r"features must have exactly the keys \['T', 'A', 'V'\]"),
+    row("head-wrong-width", lambda: _head()(_head_inputs(T=torch.zeros(2, 7))),
+        raises=ValueError, match=r"features\['T'\] must have shape \[B, 6\]"),
+    row("head-batch-mismatch", lambda: _head()(_head_inputs(T=torch.zeros(3, 6))),
+        raises=ValueError, match=r"features must share the batch size B"),
+    row("head-int-features", lambda: _head()(_head_inputs(T=torch.zeros(2, 6, dtype=torch.long))),
+        raises=TypeError, match=r"features\['T'\] must be a floating-point tensor"),
+    row("head-rank-3-features", lambda: _head()(_head_inputs(T=torch.zeros(2, 1, 6))),
+        raises=ValueError, match=r"features\['T'\] must have 2 dimensions"),
+    row("head-features-on-other-device",
+        lambda: _head()(_head_inputs(T=torch.zeros(2, 6, device=META))),
+        raises=ValueError, match=r"same device.*features\['T'\] on meta"),
+    row("head-unknown-modality", lambda: DecompositionHead({"X": 3}),
+        raises=ValueError, match=r"in_dims must have a non-empty subset of \['T', 'A', 'V'\]"),
+    row("head-zero-width", lambda: DecompositionHead({"T": 0}),
+        raises=ValueError, match=r"in_dims\['T'\] must be a positive int"),
+    row("head-dropout-one", lambda: DecompositionHead({"T": 3}, dropout=1.0),
+        raises=ValueError, match=r"dropout must be in \[0, 1\)"),
+    row("head-one-class", lambda: DecompositionHead({"T": 3}, num_classes=1),
+        raises=ValueError, match=r"num_classes must be >= 2"),
+    row("head-empty-batch", lambda: _head()(_head_inputs(0)),
+        returns=lambda out: out["prediction"].shape == (0,) and out["logits"].shape == (0, 3)),
+]
+
+
+@pytest.mark.parametrize("case", LIBRARY_ROWS)
+def test_library_bad_input(case: Case) -> None:
+    if case.raises is not None:
+        with pytest.raises(case.raises, match=case.match):
+            case.call()
+    else:
+        result = case.call()
+        assert case.returns(result), f"unexpected result: {result!r}"
+
+
+# ------------------------------------------------------------------------- data loader
+SPLITS = ("train", "valid", "test")
+
+
+def _tiny_split(n: int, seed: int) -> dict[str, Any]:
+    """A valid MMSA split of ``n`` samples (unaligned, with CH-SIMS's unimodal labels)."""
+    rng = np.random.default_rng(seed)
+    steps = {"text": 4, "audio": 5, "vision": 6}
+    ids = rng.integers(1, 50, (n, steps["text"]))
+    mask = np.ones_like(ids)
+    split = {
+        "id": [f"vid{seed}$_${i}" for i in range(n)],
+        "raw_text": [f"clip {i}" for i in range(n)],
+        "text": rng.standard_normal((n, steps["text"], 8)).astype(np.float32),
+        "text_bert": np.stack([ids, mask, np.zeros_like(ids)], axis=1),
+        "audio": rng.standard_normal((n, steps["audio"], 3)).astype(np.float32),
+        "vision": rng.standard_normal((n, steps["vision"], 4)).astype(np.float32),
+        "audio_lengths": np.full(n, steps["audio"]),
+        "vision_lengths": np.full(n, steps["vision"] - 1),
+        "regression_labels": np.linspace(-1.0, 1.0, n).astype(np.float32),
+    }
+    for m in "TAV":
+        split[f"regression_labels_{m}"] = rng.uniform(-1.0, 1.0, n).astype(np.float32)
+    return split
+
+
+@dataclass
+class Files:
+    """Tiny MMSA files in a temporary folder, for the loader rows."""
+
+    folder: Path
+
+    def raw(self) -> dict[str, dict[str, Any]]:
+        return {name: _tiny_split(4, seed) for seed, name in enumerate(SPLITS)}
+
+    def write(self, content: object, name: str = "features.pkl") -> Path:
+        path = self.folder / name
+        with open(path, "wb") as f:
+            pickle.dump(content, f, protocol=4)
+        return path
+
+    def load(self, content: object, **kwargs: Any) -> dict[str, data.MMSASplit]:
+        return data.load_mmsa(self.write(content), **kwargs)
+
+    def changed(self, split: str, key: str, change: Callable[[Any], Any], **kwargs: Any) -> Any:
+        """Load a file whose ``split[key]`` is replaced by ``change(old value)``."""
+        raw = self.raw()
+        raw[split][key] = change(raw[split][key])
+        return self.load(raw, **kwargs)
+
+    def garbage(self) -> Path:
+        path = self.folder / "x.pkl"
+        path.write_bytes(b"not a pickle")
+        return path
+
+    def truncated(self, fraction: float) -> Path:
+        whole = self.write(self.raw()).read_bytes()
+        path = self.folder / "truncated.pkl"
+        path.write_bytes(whole[: int(len(whole) * fraction)])
+        return path
+
+
+def _renamed(files: Files, old: str, new: str) -> dict[str, Any]:
+    raw = files.raw()
+    raw[new] = raw.pop(old)
+    return raw
+
+
+def _nan_audio_is_zeroed_with_a_warning(files: Files) -> float:
+    raw = files.raw()
+    raw["train"]["audio"][0, 0, 0] = NAN
+    message = r"split 'train'.*replaced 1 value\(s\) of 'audio'"
+    with pytest.warns(data.MMSADataWarning, match=message):
+        splits = files.load(raw)
+    return float(splits["train"].audio[0, 0, 0])
+
+
+def _loaded(files: Files) -> dict[str, data.MMSASplit]:
+    return files.load(files.raw())
+
+
+def _nan_at_1(values: np.ndarray) -> np.ndarray:
+    values = values.copy()
+    values[1] = NAN
+    return values
+
+
+def _inf_at_1(values: np.ndarray) -> np.ndarray:
+    values = values.copy()
+    values[1] = INF
+    return values
+
+
+LOADER_ROWS = [
+    row("data-truncated-pickle", lambda f: data.load_mmsa(f.truncated(0.5)),
+        raises=data.MMSADataError, match=r"truncated\.pkl: not a readable pickle, or truncated"),
+    row("data-empty-file", lambda f: data.load_mmsa(f.truncated(0.0)),
+        raises=data.MMSADataError, match=r"truncated\.pkl: .*\(EOFError"),
+    row("data-not-a-pickle", lambda f: data.load_mmsa(f.garbage()),
+        raises=data.MMSADataError, match=r"x\.pkl: not a readable pickle"),
+    row("data-missing-file", lambda f: data.load_mmsa(f.folder / "absent.pkl"),
+        raises=data.MMSADataError, match=r"absent\.pkl: not a file \(does not exist\)"),
+    row("data-directory", lambda f: data.load_mmsa(f.folder),
+        raises=data.MMSADataError, match=r"not a file \(is a directory\)"),
+    row("data-not-a-dict-of-splits", lambda f: f.load([1, 2, 3]),
+        raises=data.MMSADataError, match=r"features\.pkl: must hold a dict of splits"),
+    row("data-split-named-dev", lambda f: f.load(_renamed(f, "valid", "dev")),
+        raises=data.MMSADataError, match=r"missing split 'valid'.*rename 'dev' to 'valid'"),
+    row("data-split-wrong-case", lambda f: f.load(_renamed(f, "train", "Train")),
+        raises=data.MMSADataError, match=r"missing split 'train'; the file has .*'Train'"),
+    row("data-unknown-split-requested", lambda f: f.load(f.raw(), splits=("train", "validation")),
+        raises=data.MMSADataError, match=r"missing split 'validation'"),
+    row("data-fewer-labels", lambda f: f.changed("train", "regression_labels", lambda v: v[:3]),
+        raises=data.MMSADataError,
+        match=r"split 'train': key 'id' has 4 samples but key 'regression_labels' has 3"),
+    row("data-fewer-audio", lambda f: f.changed("valid", "audio", lambda v: v[:3]),
+        raises=data.MMSADataError, match=r"split 'valid': key 'audio' has 3 samples"),
+    row("data-fewer-ids", lambda f: f.changed("test", "id", lambda v: v[:3]),
+        raises=data.MMSADataError, match=r"split 'test': key 'id' has 3 samples"),
+    row("data-nan-label", lambda f: f.changed("train", "regression_labels", _nan_at_1),
+        raises=data.MMSADataError,
+        match=r"'regression_labels' holds 1 non-finite label\(s\) \(1 NaN, 0 inf\), first at "
+        r"index 1"),
+    row("data-inf-unimodal-label", lambda f: f.changed("train", "regression_labels_T", _inf_at_1),
+        raises=data.MMSADataError, match=r"'regression_labels_T' holds 1 non-finite.*1 inf"),
+    row("data-label-out-of-range",
+        lambda f: f.changed("train", "regression_labels", lambda v: v * 2, label_range="sims"),
+        raises=data.MMSADataError,
+        match=r"'regression_labels' holds 2 label\(s\) outside label_range \[-1, 1\]"),
+    row("data-label-out-of-range-unchecked",
+        lambda f: f.changed("train", "regression_labels", lambda v: v * 5),
+        returns=lambda splits: float(splits["train"].labels["M"].max()) == 5.0),
+    row("data-string-labels",
+        lambda f: f.changed("train", "regression_labels", lambda v: np.array(["a"] * 4)),
+        raises=data.MMSADataError, match=r"'regression_labels' must be a numeric array"),
+    row("data-labels-rank-2",
+        lambda f: f.changed("train", "regression_labels", lambda v: v.reshape(2, 2)),
+        raises=data.MMSADataError, match=r"'regression_labels' must have 1 dimension\(s\) \[N\]"),
+    row("data-missing-labels",
+        lambda f: f.load({s: {k: v for k, v in split.items() if k != "regression_labels"}
+                          for s, split in f.raw().items()}),
+        raises=data.MMSADataError, match=r"split 'train': missing key\(s\) 'regression_labels'"),
+    row("data-audio-rank-2", lambda f: f.changed("train", "audio", lambda v: v[:, :, 0]),
+        raises=data.MMSADataError, match=r"'audio' must have 3 dimension\(s\) \[N, La, da\]"),
+    row("data-lengths-out-of-range",
+        lambda f: f.changed("train", "audio_lengths", lambda v: v + 100),
+        raises=data.MMSADataError, match=r"'audio_lengths' holds 4 length\(s\) outside \[0, 5\]"),
+    row("data-text-bert-shape", lambda f: f.changed("train", "text_bert", lambda v: v[:, :2]),
+        raises=data.MMSADataError, match=r"'text_bert' must have shape \[N, 3, L\]"),
+    row("data-text-bert-negative-ids", lambda f: f.changed("train", "text_bert", lambda v: -v),
+        raises=data.MMSADataError, match=r"'text_bert' holds negative token ids"),
+    row("data-feature-size-differs-between-splits",
+        lambda f: f.changed("valid", "vision", lambda v: v[:, :, :2]),
+        raises=data.MMSADataError, match=r"key 'vision' has 4 features in split 'train' but 2"),
+    row("data-empty-split", lambda f: f.load({**f.raw(), "test": {
+            k: v[:0] for k, v in f.raw()["test"].items()}}),
+        raises=data.MMSADataError, match=r"split 'test': has no samples"),
+    row("data-nan-audio-zeroed", _nan_audio_is_zeroed_with_a_warning,
+        returns=lambda value: value == 0.0),
+    row("data-unknown-label-range", lambda f: f.load(f.raw(), label_range="imdb"),
+        raises=ValueError, match=r"label_range must be a number, a pair or one of"),
+    row("data-negative-label-range", lambda f: f.load(f.raw(), label_range=-1.0),
+        raises=ValueError, match=r"label_range must be a finite number > 0"),
+    row("data-zero-max-abs", lambda f: f.load(f.raw(), max_abs=0),
+        raises=ValueError, match=r"max_abs must be a number > 0"),
+    row("data-unknown-text-source",
+        lambda f: data.MSADataset(_loaded(f)["train"], text_source="tokens"),
+        raises=ValueError, match=r"text_source must be one of 'auto' \| 'bert' \| 'features'"),
+    row("data-zero-batch-size", lambda f: data.make_loader(_loaded(f)["train"], batch_size=0),
+        raises=ValueError, match=r"batch_size must be an int > 0"),
+    row("data-shuffle-with-sampler",
+        lambda f: data.make_loader(_loaded(f)["train"], batch_size=2, shuffle=True,
+                                   sampler=[0, 1]),
+        raises=ValueError, match=r"shuffle=True cannot be combined with a sampler"),
+    row("data-index-out-of-range", lambda f: data.MSADataset(_loaded(f)["train"])[4],
+        raises=IndexError, match=r"index 4 is out of range for 4 samples"),
+]
+
+
+@pytest.mark.parametrize("case", LOADER_ROWS)
+def test_data_loader_bad_input(case: Case, tmp_path: Path) -> None:
+    files = Files(tmp_path)
+    if case.raises is not None:
+        with pytest.raises(case.raises, match=case.match):
+            case.call(files)
+    else:
+        result = case.call(files)
+        assert case.returns(result), f"unexpected result: {result!r}"
+
+
+def test_loader_errors_are_value_errors() -> None:
+    """``MMSADataError`` is a ``ValueError``: ``except ValueError`` catches every bad file."""
+    assert issubclass(data.MMSADataError, ValueError)
+
+
+# ------------------------------------------------------------------ the page in the docs
+def _row_ids(rows: list[Any]) -> list[str]:
+    return [param.id for param in rows]
+
+
+def test_every_row_is_in_the_docs_table_and_nothing_else() -> None:
+    documented = re.findall(r"^\s*\* - ``([a-z0-9-]+)``", DOCS_PAGE.read_text(), re.M)
+    tested = _row_ids(LIBRARY_ROWS) + _row_ids(LOADER_ROWS)
+    assert len(set(tested)) == len(tested), "duplicate test ids"
+    assert sorted(set(tested) - set(documented)) == [], "rows missing from docs/robustness.rst"
+    assert sorted(set(documented) - set(tested)) == [], "docs/robustness.rst lists unknown rows"
+    assert len(documented) == len(set(documented)), "a row is documented twice"
+
+
+def test_known_bugs_are_marked_in_the_docs_table() -> None:
+    """A row that is xfail in the tests says "known bug" in the docs (and only those rows)."""
+    text = DOCS_PAGE.read_text()
+    cells = dict(re.findall(r"^ *\* - ``([a-z0-9-]+)``\n((?: {5,}\S.*\n)+)", text, re.M))
+    buggy = {p.id for p in LIBRARY_ROWS + LOADER_ROWS if p.marks}
+    marked = {test_id for test_id, rest in cells.items() if "known bug" in rest.lower()}
+    assert buggy == marked
