@@ -417,20 +417,13 @@ def pretrain_objective(modality: str, label: str, beta: float) -> mt.MultiTaskOb
 
 
 def baseline_objective(beta: float) -> mt.MultiTaskObjective:
-    """ConFEDE/MMSA's regression losses: fused + unimodal smooth L1, fixed weights 1 and 1."""
+    """ConFEDE/MMSA's regression losses: fused + unimodal smooth L1, fixed weights 1 and 1.
 
-    def msr(outputs: dict[str, Any], targets: dict[str, Tensor]) -> Tensor:
-        return smooth_l1(outputs["prediction"], targets["M"], beta)
-
-    def uni(outputs: dict[str, Any], targets: dict[str, Tensor]) -> Tensor | None:
-        losses = []
-        for name, prediction in outputs["unimodal"].items():
-            modality, kind = name.split("_")
-            label = targets[modality] if kind == "d" and modality in targets else targets["M"]
-            losses.append(smooth_l1(prediction, label, beta))
-        return torch.stack(losses).mean() if losses else None
-
-    return mt.MultiTaskObjective({"MSR": msr, "Uni": uni}, fixed={"MSR": 1.0, "Uni": 1.0})
+    The DMMSA objective with MSC, CL and GDWG switched off (one Uni weight, scale 1), so that
+    the comparison changes nothing but the objective's extra terms and weighting.
+    """
+    return mt.MultiTaskObjective.dmmsa(binning=None, beta=beta, msc=False, cl=False,
+                                       weighting="equal", scale="num_tasks")
 
 
 def fusion_objective(args: argparse.Namespace, config: configs.ExperimentConfig,
