@@ -989,6 +989,9 @@ def main(argv: list[str] | None = None) -> int:
         results = [run_seed(run, seed) for seed in run.config.train.seeds]
         if run.dist.main:
             report(run, results)
+        # Tear the process group down together: a rank that destroys it while another still
+        # writes the report can abort in gloo's teardown ("terminate called ...").
+        run.dist.barrier()
     except TrainingStopped as stop:
         if run.dist.main:
             print(f"error: {stop}", file=sys.stderr, flush=True)
