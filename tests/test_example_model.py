@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as torch_f
+from hypothesis import given
+from hypothesis import strategies as st
 
 import mtobjectives as mt
 
@@ -584,3 +586,72 @@ def test_with_input_dims_refuses_data_without_any_configured_modality():
     config.model.modalities = ("A", "V")
     with pytest.raises(ValueError, match="none of the model's modalities"):
         configs.with_input_dims(config, available=("T",))
+
+
+# --- cost options: the all-padding tail is dropped, audio/vision can be average-pooled ----------
+
+
+@given(lengths=st.lists(st.integers(1, 13), min_size=1, max_size=4), pool=st.integers(1, 5))
+def test_sequence_encoder_matches_a_per_clip_loop_over_pooled_windows(lengths, pool):
+    # reference: each clip alone, cut to its length, windows averaged by a loop, then the same
+    # weights with pool=1 and no lengths at all (no padding, no masks, no trimming involved)
+    torch.manual_seed(0)
+    pooled = model.SequenceEncoder(5, 16, 1, dropout=0.0, max_len=20, pool=pool).eval()
+    plain = model.SequenceEncoder(5, 16, 1, dropout=0.0, max_len=20).eval()
+    plain.load_state_dict(pooled.state_dict())
+    x = torch.randn(len(lengths), 13, 5)
+    with torch.no_grad():
+        got = pooled(x, torch.tensor(lengths))
+        for b, n in enumerate(lengths):
+            clip = x[b, :n]
+            windows = torch.stack([clip[i:i + pool].mean(dim=0) for i in range(0, n, pool)])
+            torch.testing.assert_close(got[b], plain(windows.unsqueeze(0))[0],
+                                       atol=1e-5, rtol=1e-4)
+
+
+def test_pooling_without_lengths_averages_the_partial_last_window_over_its_steps():
+    torch.manual_seed(0)
+    pooled = model.SequenceEncoder(5, 16, 1, dropout=0.0, max_len=20, pool=4).eval()
+    plain = model.SequenceEncoder(5, 16, 1, dropout=0.0, max_len=20).eval()
+    plain.load_state_dict(pooled.state_dict())
+    x = torch.randn(2, 9, 5)  # windows of 4, 4 and 1 steps
+    windows = torch.stack([x[:, :4].mean(1), x[:, 4:8].mean(1), x[:, 8]], dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(pooled(x), plain(windows), atol=1e-5, rtol=1e-4)
+
+
+def test_pooling_lets_a_sequence_longer_than_max_len_in_and_refuses_one_that_stays_longer():
+    encoder = model.SequenceEncoder(5, 16, 1, max_len=20, pool=4).eval()
+    assert encoder(torch.randn(2, 80, 5)).shape == (2, 16)
+    with pytest.raises(ValueError, match="81 time steps \\(pooled by 4\\).*max_len is 20"):
+        encoder(torch.randn(2, 81, 5))
+
+
+@pytest.mark.parametrize("pool", [0, -1, 1.5, True])
+def test_bad_pool_is_refused_naming_the_encoder(pool):
+    with pytest.raises(ValueError, match=f"pool of the audio encoder must be an int >= 1, got "
+                       f"{re.escape(repr(pool))}"):
+        model.SequenceEncoder(5, 16, 1, name="audio", pool=pool)
+
+
+def test_audio_pool_of_the_model_config_reaches_the_audio_encoder_only():
+    net = model.DMMSAModel(tiny_config(audio_pool=3))
+    assert (net.encoders["A"].pool, net.encoders["V"].pool) == (3, 1)
+    assert "pool of the vision encoder" in str(
+        pytest.raises(ValueError, model.DMMSAModel, tiny_config(vision_pool=0)).value)
+
+
+def test_bert_encoder_output_does_not_depend_on_the_padded_length(tiny_bert_dir):
+    # the same texts tokenized to 9 and to 24 positions: the extra columns are all padding
+    texts = ["good movie", "not very good plot", "bad"]
+    torch.manual_seed(0)
+    net = model.DMMSAModel(tiny_config(text_source="bert", text_model=str(tiny_bert_dir),
+                                       text_pooling="mean")).eval()
+    short = model.tokenize(texts, str(tiny_bert_dir), max_length=9)
+    long = model.tokenize(texts, str(tiny_bert_dir), max_length=24)
+    assert long.shape[-1] == 24 and bool(long[:, 1, 9:].eq(0).all())
+    with torch.no_grad():
+        torch.testing.assert_close(net.encoders["T"](long), net.encoders["T"](short),
+                                   atol=1e-5, rtol=1e-4)
+        everything_padding = torch.zeros(2, 3, 6, dtype=torch.long)
+        assert torch.isfinite(net.encoders["T"](everything_padding)).all()

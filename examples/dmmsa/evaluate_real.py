@@ -83,6 +83,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="default: runs/eval/<table>")
     parser.add_argument("--report-only", action="store_true",
                         help="write the table from the finished runs, train nothing")
+    parser.add_argument("--keep-checkpoints", action="store_true",
+                        help="keep each finished run's resume checkpoint and pretrained.pt copy "
+                        "(default: delete them, ~0.5 GB per run)")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                         help="further train.py arguments for every run (after everything else)")
     args = parser.parse_args(argv)
@@ -119,6 +122,19 @@ class Job:
     def done(self) -> bool:
         return (self.out / "results.json").exists()
 
+    def clean(self) -> None:
+        """Delete what a finished run no longer needs (~0.5 GB per run with MiniLM).
+
+        The resume checkpoint (model + AdamW state) and a fusion run's copy of the pre-trained
+        weights go; ``model_best.pt``, the pre-training's ``pretrained.pt`` (the fusion runs
+        copy it) and every log, CSV and JSON stay.
+        """
+        for path in self.out.glob("seed*/checkpoint.pt"):
+            path.unlink()
+        if self.after is not None:
+            for path in self.out.glob("seed*/pretrained.pt"):
+                path.unlink()
+
 
 def plan(args: argparse.Namespace) -> list[Job]:
     table = TABLES[args.table]
@@ -149,7 +165,8 @@ def plan(args: argparse.Namespace) -> list[Job]:
     return jobs
 
 
-def run_jobs(jobs: list[Job], n_parallel: int, log_dir: Path) -> None:
+def run_jobs(jobs: list[Job], n_parallel: int, log_dir: Path,
+             keep_checkpoints: bool = False) -> None:
     pending = [job for job in jobs if not job.done]
     skipped = len(jobs) - len(pending)
     print(f"{len(jobs)} runs, {skipped} finished earlier (skipped), {len(pending)} to run, "
@@ -167,6 +184,8 @@ def run_jobs(jobs: list[Job], n_parallel: int, log_dir: Path) -> None:
             status = "ok" if code == 0 and job.done else f"FAILED (exit {code})"
             if status != "ok":
                 failed.append(job)
+            elif not keep_checkpoints:
+                job.clean()
             print(f"[{time.strftime('%H:%M:%S')}] {job.name}: {status} in "
                   f"{time.perf_counter() - job.started:.0f} s", flush=True)
         for job in list(pending):
@@ -216,6 +235,7 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     for variant in args.variants:
         per_seed, per_seed_valid, seconds, incomplete = {}, {}, 0.0, []
+        selected: list[int] = []  # the fusion epoch chosen on validation, every run
         for seed in args.seeds:
             tests, valids = [], []
             for fold in args.folds:
@@ -226,6 +246,7 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
                 result = json.loads(path.read_text())["per_seed"][0]
                 tests.append(result["test"])
                 valids.append(result["phases"]["fusion"]["valid"])
+                selected.append(int(result["phases"]["fusion"]["best_epoch"]))
                 seconds += result["wall_seconds"]
                 pre = base / "pretrain" / "results.json"
                 if pre.exists():  # shared by the variants: count it once per variant row
@@ -248,6 +269,7 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
                     entry["valid_MAE"].append(result["phases"]["fusion"]["valid"]["MAE"])
         rows[variant] = {"per_seed": per_seed, "valid_per_seed": per_seed_valid,
                          "per_fold": per_fold, "train_seconds": seconds,
+                         "selected_epochs": selected,
                          "incomplete": incomplete}
     return {"table": args.table, "config": table["config"], "folds": args.folds,
             "seeds": args.seeds, "rows": rows}
@@ -267,6 +289,32 @@ def cell(per_seed: dict[int, dict[str, float]], keys: tuple[str, ...]) -> str:
     return " / ".join(parts)
 
 
+def paired_differences(rows: dict[str, Any], reference: str = "baseline",
+                       keys: tuple[str, ...] = ("MAE", "Corr")) -> dict[str, dict[str, Any]]:
+    """Each variant minus ``reference``, seed by seed (same seeds, folds and pre-training).
+
+    Only seeds that both rows have are paired. For every key: the per-seed differences, their
+    mean and sample std, and ``better``: in how many seeds the variant is better (lower MAE,
+    higher anything else). Variants without a shared seed are left out.
+    """
+    if reference not in rows:
+        return {}
+    base = rows[reference]["per_seed"]
+    out: dict[str, dict[str, Any]] = {}
+    for variant, row in rows.items():
+        seeds = [s for s in row["per_seed"] if s in base]
+        if variant == reference or not seeds:
+            continue
+        entry: dict[str, Any] = {"seeds": seeds}
+        for key in keys:
+            diffs = [row["per_seed"][s][key] - base[s][key] for s in seeds]
+            mean, std = mean_std(diffs)
+            better = sum(d < 0 if key == "MAE" else d > 0 for d in diffs)
+            entry[key] = {"diffs": diffs, "mean": mean, "std": std, "better": better}
+        out[variant] = entry
+    return out
+
+
 def markdown(summary: dict[str, Any], wall: float, hw: str, argv: list[str]) -> str:
     folds = summary["folds"]
     pooled = ("test metrics of the official test split (685 clips)"
@@ -278,18 +326,21 @@ def markdown(summary: dict[str, Any], wall: float, hw: str, argv: list[str]) -> 
              "`mtobjectives.metrics.msa_metrics`; accuracies and F1 × 100). Model selection: "
              "lowest validation MAE.", "",
              "| objective | seeds | " + " | ".join(h for h, _ in COLUMNS)
-             + " | valid MAE | summed run time (s) |",
-             "|---" * (len(COLUMNS) + 4) + "|"]
+             + " | valid MAE | selected epoch | summed run time (s) |",
+             "|---" * (len(COLUMNS) + 5) + "|"]
     for variant, row in summary["rows"].items():
         per_seed = row["per_seed"]
         if not per_seed:
             lines.append(f"| {VARIANT_NAMES[variant]} | 0 | " + " | ".join(
-                "—" for _ in COLUMNS) + " | — | — |")
+                "—" for _ in COLUMNS) + " | — | — | — |")
             continue
         valid = mean_std([m["MAE"] for m in row["valid_per_seed"].values()])
+        chosen = row.get("selected_epochs") or []
+        epochs = f"{np.mean(chosen):.1f} ({min(chosen)}–{max(chosen)})" if chosen else "—"
         lines.append(f"| {VARIANT_NAMES[variant]} | {len(per_seed)} | "
                      + " | ".join(cell(per_seed, keys) for _, keys in COLUMNS)
-                     + f" | {valid[0]:.3f} ± {valid[1]:.3f} | {row['train_seconds']:.0f} |")
+                     + f" | {valid[0]:.3f} ± {valid[1]:.3f} | {epochs} | "
+                     f"{row['train_seconds']:.0f} |")
     if len(folds) > 1:
         lines += ["", "Per fold (mean over the seeds each fold has): test MAE / test Corr "
                   "(validation MAE)", "",
@@ -303,6 +354,19 @@ def markdown(summary: dict[str, Any], wall: float, hw: str, argv: list[str]) -> 
                              f"{np.mean(entry['MAE']):.3f} / {np.mean(entry['Corr']):.3f} "
                              f"({np.mean(entry['valid_MAE']):.3f}; {len(entry['MAE'])} seed(s))")
             lines.append(f"| {VARIANT_NAMES[variant]} | " + " | ".join(cells) + " |")
+    paired = paired_differences(summary["rows"])
+    if paired:
+        lines += ["", "Paired difference to the baseline objective (variant − baseline, seed by "
+                  "seed, each seed's fold average; mean ± sample std over the seeds; \"better\": "
+                  "seeds in which the variant has the lower MAE / higher Corr)", "",
+                  "| objective | seeds | Δ MAE | better (MAE) | Δ Corr | better (Corr) |",
+                  "|---|---|---|---|---|---|"]
+        for variant, entry in paired.items():
+            n = len(entry["seeds"])
+            mae, corr = entry["MAE"], entry["Corr"]
+            lines.append(f"| {VARIANT_NAMES[variant]} | {n} | {mae['mean']:+.3f} ± "
+                         f"{mae['std']:.3f} | {mae['better']}/{n} | {corr['mean']:+.3f} ± "
+                         f"{corr['std']:.3f} | {corr['better']}/{n} |")
     notes = [f"{VARIANT_NAMES[v]}: {', '.join(r['incomplete'])} (not in the table)"
              for v, r in summary["rows"].items() if r["incomplete"]]
     timing = ("table written from finished runs (--report-only)" if "--report-only" in argv
@@ -321,11 +385,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     if not args.report_only:
-        run_jobs(plan(args), args.jobs, args.out / "logs")
+        run_jobs(plan(args), args.jobs, args.out / "logs", args.keep_checkpoints)
     wall = time.perf_counter() - started
     summary = collect(args)
     hw = hardware()
-    summary.update({"wall_seconds_this_invocation": wall, "hardware": hw, "argv": argv})
+    summary.update({"wall_seconds_this_invocation": wall, "hardware": hw, "argv": argv,
+                    "paired_to_baseline": paired_differences(summary["rows"])})
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "table.json").write_text(json.dumps(summary, indent=2) + "\n")
     text = markdown(summary, wall, hw, argv)

@@ -65,11 +65,15 @@ class SequenceEncoder(nn.Module):
     dropout, ``nn.TransformerEncoder`` (post-norm, GELU, ``batch_first``), ``LayerNorm``, and the
     mean over the CLS position and the first ``lengths[b]`` time steps. Positions past
     ``lengths`` are masked out of attention and of the mean (and zeroed first, so that padding
-    can hold anything, even ``inf``, without changing the output).
+    can hold anything, even ``inf``, without changing the output). Steps that are padding in
+    every row are dropped before the Transformer (exact; the cost follows the longest clip of
+    the batch). With ``pool > 1`` each window of ``pool`` consecutive steps is first replaced by
+    the mean of its valid steps (a CPU-cost option for long frame sequences; ``pool=1`` is
+    ConFEDE's encoder).
 
     Shape:
-        - x: ``[B, L, d_in]`` with ``L <= max_len``; lengths: ``[B]`` ints in ``[0, L]`` or ``None``
-          (all steps valid).
+        - x: ``[B, L, d_in]`` with ``ceil(L / pool) <= max_len``; lengths: ``[B]`` ints in
+          ``[0, L]`` or ``None`` (all steps valid).
         - output: ``[B, d_model]``.
     """
 
@@ -84,8 +88,12 @@ class SequenceEncoder(nn.Module):
         dropout: float = 0.5,
         max_len: int = 512,
         name: str = "x",
+        pool: int = 1,
     ) -> None:
         super().__init__()
+        if isinstance(pool, bool) or not isinstance(pool, int) or pool < 1:
+            raise ValueError(f"pool of the {name} encoder must be an int >= 1, got {pool!r}")
+        self.pool = pool
         if d_model % nhead:
             raise ValueError(f"d_model ({d_model}) must be divisible by nhead ({nhead})")
         if num_layers < 1:
@@ -112,6 +120,12 @@ class SequenceEncoder(nn.Module):
         x = x.to(self.proj.weight.dtype)
         if padding is not None:
             x = x.masked_fill(padding.unsqueeze(-1), 0.0)
+            # drop the steps that are padding in every row: exact, and the encoder's cost
+            # follows the batch's longest sequence instead of the file's padded length
+            keep = int(lengths.max()) if lengths.numel() else 0
+            x, padding = x[:, :keep], padding[:, :keep]
+        if self.pool > 1:
+            x, padding = self._average_pool(x, padding)
         batch, steps = x.shape[:2]
         h = torch.cat([self.cls_token.expand(batch, -1, -1), self.proj(x)], dim=1)
         h = self.dropout(h + self.position_embeddings[:, : steps + 1])
@@ -126,10 +140,10 @@ class SequenceEncoder(nn.Module):
         if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[-1] != self.in_dim:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"{self.name} must have shape [B, L, {self.in_dim}], got {shape}")
-        if x.shape[1] > self.max_len:
+        if -(-x.shape[1] // self.pool) > self.max_len:
             raise ValueError(
-                f"{self.name} has {x.shape[1]} time steps but the model's max_len is "
-                f"{self.max_len}; raise ModelConfig.max_len"
+                f"{self.name} has {x.shape[1]} time steps (pooled by {self.pool}) but the "
+                f"model's max_len is {self.max_len}; raise ModelConfig.max_len"
             )
         if lengths is None:
             return None
@@ -145,6 +159,27 @@ class SequenceEncoder(nn.Module):
             )
         steps = torch.arange(x.shape[1], device=x.device)
         return steps.unsqueeze(0) >= lengths.to(x.device).unsqueeze(1)
+
+    def _average_pool(self, x: Tensor, padding: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Mean over windows of ``pool`` valid steps: ``[B, L, d] -> [B, ceil(L / pool), d]``.
+
+        Padded steps (already zeroed) are left out of each window's mean; a window without a
+        valid step is padding of the pooled sequence.
+        """
+        batch, steps, width = x.shape
+        windows = -(-steps // self.pool)
+        extra = windows * self.pool - steps
+        valid = (x.new_ones(batch, steps) if padding is None
+                 else (~padding).to(x.dtype))
+        if extra:
+            x = nn.functional.pad(x, (0, 0, 0, extra))
+            valid = nn.functional.pad(valid, (0, extra))
+        sums = x.reshape(batch, windows, self.pool, width).sum(dim=2)
+        counts = valid.reshape(batch, windows, self.pool).sum(dim=2)
+        pooled = sums / counts.clamp_min(1.0).unsqueeze(-1)
+        if padding is None and not extra:
+            return pooled, None
+        return pooled, counts == 0
 
 
 def load_text_backbone(name_or_path: str) -> nn.Module:
@@ -187,6 +222,11 @@ class BertTextEncoder(nn.Module):
             shape = tuple(text_bert.shape) if isinstance(text_bert, Tensor) else type(text_bert)
             raise ValueError(f"text_bert must have shape [B, 3, L], got {shape}")
         ids, mask, segments = text_bert.long().unbind(dim=1)
+        # drop the trailing columns that are padding in every row (exact: attention and the
+        # mean skip them, and the positions of the kept tokens do not change)
+        filled = mask.any(dim=0).nonzero()
+        keep = int(filled.max()) + 1 if filled.numel() else 1
+        ids, mask, segments = ids[:, :keep], mask[:, :keep], segments[:, :keep]
         out = self.backbone(input_ids=ids, attention_mask=mask, token_type_ids=segments)
         if self.pooling == "pooler":
             pooled = getattr(out, "pooler_output", None)
@@ -235,11 +275,12 @@ class DMMSAModel(nn.Module):
         self.modalities = tuple(m for m in ("T", "A", "V") if m in config.modalities)
         _check_input_dims(config, self.modalities)
 
-        def sequence_encoder(in_dim: int, layers: int, name: str) -> SequenceEncoder:
+        def sequence_encoder(in_dim: int, layers: int, name: str,
+                             pool: int = 1) -> SequenceEncoder:
             return SequenceEncoder(
                 in_dim, config.d_model, layers, nhead=config.nhead,
                 dim_feedforward=config.dim_feedforward, dropout=config.encoder_dropout,
-                max_len=config.max_len, name=name,
+                max_len=config.max_len, name=name, pool=pool,
             )
 
         encoders: dict[str, nn.Module] = {}
@@ -250,9 +291,11 @@ class DMMSAModel(nn.Module):
             else:
                 encoders["T"] = sequence_encoder(config.text_dim, config.text_layers, "text")
         if "A" in self.modalities:
-            encoders["A"] = sequence_encoder(config.audio_dim, config.audio_layers, "audio")
+            encoders["A"] = sequence_encoder(config.audio_dim, config.audio_layers, "audio",
+                                            config.audio_pool)
         if "V" in self.modalities:
-            encoders["V"] = sequence_encoder(config.vision_dim, config.vision_layers, "vision")
+            encoders["V"] = sequence_encoder(config.vision_dim, config.vision_layers, "vision",
+                                             config.vision_pool)
         self.encoders = nn.ModuleDict(encoders)
         self.feature_dims = {m: int(enc.out_dim) for m, enc in self.encoders.items()}
         self.head = DecompositionHead(
