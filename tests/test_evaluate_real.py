@@ -58,7 +58,8 @@ def fake_result(out: Path, mae: float, corr: float, valid_mae: float) -> None:
             "Has0_F1_score": 0.8, "Non0_F1_score": 0.8, "Mult_acc_7": 0.4}
     (out / "results.json").write_text(json.dumps({"per_seed": [{
         "test": test, "wall_seconds": 10.0,
-        "phases": {"fusion": {"valid": {"MAE": valid_mae, "Corr": corr}, "best_epoch": 3}},
+        "phases": {"fusion": {"valid": {"MAE": valid_mae, "Corr": corr}, "best_epoch": 3,
+                              "curve": {"val_MAE": [valid_mae + 0.2, valid_mae]}}},
     }]}))
 
 
@@ -100,3 +101,25 @@ def test_a_seed_missing_a_fold_is_left_out_of_the_table_and_named(tmp_path):
     assert list(summary["rows"]["dmmsa"]["per_seed"]) == [1]
     assert summary["rows"]["dmmsa"]["incomplete"] == ["seed 12: 3/4 folds"]
     assert evaluate_real.paired_differences(summary["rows"]) == {}  # no baseline row
+
+
+def test_epoch_means_average_over_the_runs_that_reach_each_epoch():
+    assert evaluate_real.epoch_means([[1.0, 2.0, 3.0], [3.0, 4.0]]) == [2.0, 3.0, 3.0]
+    assert evaluate_real.epoch_means([]) == []
+
+
+def test_read_column_skips_missing_files_and_nan_cells(tmp_path):
+    path = tmp_path / "fusion.csv"
+    assert evaluate_real.read_column(path, "loss_CL") == []
+    path.write_text("epoch,loss_CL\n1,0.5\n2,nan\n3,0.25\n")
+    assert evaluate_real.read_column(path, "loss_CL") == [[0.5, 0.25]]
+    assert evaluate_real.read_column(path, "loss_MSC") == []
+
+
+def test_table_shows_the_mean_validation_curve_of_each_row(tmp_path):
+    for fold in range(4):
+        fake_result(tmp_path / f"fold{fold}" / "seed1" / "dmmsa", 0.8, 0.7, 0.9 + 0.1 * fold)
+    args = evaluate_real.parse_args(["--table", "mosi400", "--seeds", "1", "--variants",
+                                     "dmmsa", "--out", str(tmp_path)])
+    text = evaluate_real.markdown(evaluate_real.collect(args), 1.0, "test machine", [])
+    assert "| DMMSA | 4 | 1.250 | 1.050 |" in text  # means of 1.1..1.4 and of 0.9..1.2

@@ -31,6 +31,7 @@ folds each row has, the summed run time, the wall time of this command and the h
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
@@ -236,6 +237,8 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
     for variant in args.variants:
         per_seed, per_seed_valid, seconds, incomplete = {}, {}, 0.0, []
         selected: list[int] = []  # the fusion epoch chosen on validation, every run
+        curves: list[list[float]] = []  # validation MAE after each fusion epoch, every run
+        cl_losses: list[list[float]] = []  # mean CL loss of each fusion epoch, every run
         for seed in args.seeds:
             tests, valids = [], []
             for fold in args.folds:
@@ -247,6 +250,9 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
                 tests.append(result["test"])
                 valids.append(result["phases"]["fusion"]["valid"])
                 selected.append(int(result["phases"]["fusion"]["best_epoch"]))
+                curves.append(list(result["phases"]["fusion"]["curve"]["val_MAE"]))
+                cl_losses += read_column(base / variant / f"seed{seed}" / "fusion.csv",
+                                         "loss_CL")
                 seconds += result["wall_seconds"]
                 pre = base / "pretrain" / "results.json"
                 if pre.exists():  # shared by the variants: count it once per variant row
@@ -269,10 +275,27 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
                     entry["valid_MAE"].append(result["phases"]["fusion"]["valid"]["MAE"])
         rows[variant] = {"per_seed": per_seed, "valid_per_seed": per_seed_valid,
                          "per_fold": per_fold, "train_seconds": seconds,
-                         "selected_epochs": selected,
+                         "selected_epochs": selected, "valid_curves": curves,
+                         "cl_losses": cl_losses,
                          "incomplete": incomplete}
     return {"table": args.table, "config": table["config"], "folds": args.folds,
             "seeds": args.seeds, "rows": rows}
+
+
+def read_column(path: Path, column: str) -> list[list[float]]:
+    """``[[values of column per row]]`` from a ``train.py`` CSV, ``[]`` if absent or empty."""
+    if not path.exists():
+        return []
+    with path.open(newline="") as handle:
+        values = [row.get(column, "") for row in csv.DictReader(handle)]
+    numbers = [float(v) for v in values if v not in ("", "nan")]
+    return [numbers] if numbers else []
+
+
+def epoch_means(runs: list[list[float]]) -> list[float]:
+    """Mean over runs at each epoch (runs of unequal length: over those that reach it)."""
+    longest = max((len(r) for r in runs), default=0)
+    return [float(np.mean([r[i] for r in runs if len(r) > i])) for i in range(longest)]
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -367,6 +390,23 @@ def markdown(summary: dict[str, Any], wall: float, hw: str, argv: list[str]) -> 
             lines.append(f"| {VARIANT_NAMES[variant]} | {n} | {mae['mean']:+.3f} ± "
                          f"{mae['std']:.3f} | {mae['better']}/{n} | {corr['mean']:+.3f} ± "
                          f"{corr['std']:.3f} | {corr['better']}/{n} |")
+    curves = {v: epoch_means(r.get("valid_curves", [])) for v, r in summary["rows"].items()}
+    curves = {v: c for v, c in curves.items() if c}
+    if curves:
+        n_epochs = max(len(c) for c in curves.values())
+        lines += ["", "Validation MAE after each fusion epoch, mean over every run (fold × seed) "
+                  "of the row; the CL loss of the epoch (unweighted, mean over the runs) where "
+                  "the row has CL", "",
+                  "| objective | runs | " + " | ".join(f"epoch {i + 1}" for i in range(n_epochs))
+                  + " |", "|---" * (n_epochs + 2) + "|"]
+        for variant, curve in curves.items():
+            row = summary["rows"][variant]
+            cells = [f"{value:.3f}" for value in curve]
+            cl = epoch_means(row.get("cl_losses", []))
+            if cl:
+                cells = [f"{c} (CL {loss:.2f})" for c, loss in zip(cells, cl)] + cells[len(cl):]
+            lines.append(f"| {VARIANT_NAMES[variant]} | {len(row['valid_curves'])} | "
+                         + " | ".join(cells) + " |")
     notes = [f"{VARIANT_NAMES[v]}: {', '.join(r['incomplete'])} (not in the table)"
              for v, r in summary["rows"].items() if r["incomplete"]]
     timing = ("table written from finished runs (--report-only)" if "--report-only" in argv
