@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import mtobjectives as mt
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "dmmsa"
 sys.path.insert(0, str(EXAMPLE))
 
@@ -135,6 +137,41 @@ def test_ablations_and_baseline_train_their_tasks(tiny_data: Path, tmp_path: Pat
 def test_ablation_flags_are_refused_with_the_baseline(tiny_data: Path, tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         train.parse_args(["--objective", "baseline", "--no-cl"])
+
+
+def test_objective_knobs_reach_the_dmmsa_objective(tiny_data: Path, tmp_path: Path) -> None:
+    args = train.parse_args(["--cl-temperature", "0.25", "--cl-form", "out",
+                             "--weight-scale", "num_tasks"])
+    config = train.resolve_config(args)
+    objective = train.fusion_objective(args, config, mt.CoarseGrainedBinning.preset("mosi", 3))
+    contrastive = objective.tasks["CL"].keywords["contrastive"]  # functools.partial
+    assert (contrastive.temperature, contrastive.form) == (0.25, "out")
+    assert train.run_name(args, config) == ("DMMSA (CL temperature 0.25, CL form out, "
+                                            "weight scale num_tasks)")
+    out = tmp_path / "run"
+    assert train.main(fast_args(tiny_data, out, "--stage", "fusion", "--epochs", "3",
+                                "--limit-batches", "2", "--weight-scale", "num_tasks")) == 0
+    rows = read_csv(out / "seed1" / "fusion.csv")
+    assert [float(row["weight_Uni"]) for row in rows[:2]] == [1.0, 1.0]  # DWA scale: sum = 2
+    assert all(math.isclose(float(row["weight_Uni"]) + float(row["weight_CL"]), 2.0,
+                            abs_tol=1e-6) for row in rows)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--objective", "baseline", "--cl-temperature", "0.1"], "--cl-temperature set the"),
+        (["--objective", "baseline", "--weight-scale", "num_tasks"], "--weight-scale set the"),
+        (["--cl-temperature", "0"], "--cl-temperature must be a finite number > 0, got 0.0"),
+        (["--cl-temperature", "nan"], "--cl-temperature must be a finite number > 0, got nan"),
+        (["--cl-form", "both"], "invalid choice: 'both'"),
+    ],
+)
+def test_bad_objective_knobs_are_refused(argv: list[str], message: str,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        train.parse_args(argv)
+    assert message in capsys.readouterr().err
 
 
 def test_nan_loss_stops_naming_the_task_and_keeps_the_last_checkpoint(

@@ -150,6 +150,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-cl", action="store_true", help="ablation: drop L_CL")
     parser.add_argument("--no-gdwg", action="store_true",
                         help="ablation: fixed equal weights for Uni and CL")
+    parser.add_argument("--cl-temperature", type=float, default=None,
+                        help="temperature of the Multi NT-Xent loss (default: the config's, 0.5)")
+    parser.add_argument("--cl-form", default=None, choices=("in", "out"),
+                        help="Multi NT-Xent form: the paper's L_in or SupCon's L_out "
+                             "(default: the config's, 'in')")
+    parser.add_argument("--weight-scale", default=None, choices=("sum_one", "num_tasks"),
+                        help="scale of the Uni/CL weights: the paper's (sum to one) or DWA's "
+                             "(sum to the number of weighted tasks) (default: the config's)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
                         help="one run per seed, mean and std reported (default: the config's)")
     parser.add_argument("--epochs", type=int, default=None, help="fusion epochs")
@@ -181,6 +189,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--text-model needs --text-source bert")
     if args.objective == "baseline" and (args.no_msc or args.no_cl or args.no_gdwg):
         parser.error("--no-msc/--no-cl/--no-gdwg are ablations of --objective dmmsa")
+    knobs = [flag for flag, value in (("--cl-temperature", args.cl_temperature),
+                                      ("--cl-form", args.cl_form),
+                                      ("--weight-scale", args.weight_scale)) if value is not None]
+    if args.objective == "baseline" and knobs:
+        parser.error(f"{'/'.join(knobs)} set the DMMSA objective; --objective baseline has no "
+                     "contrastive task and fixed weights")
+    if args.cl_temperature is not None and not (math.isfinite(args.cl_temperature)
+                                                and args.cl_temperature > 0):
+        parser.error(f"--cl-temperature must be a finite number > 0, got {args.cl_temperature}")
     if args.modalities is not None:
         wanted = args.modalities.upper()
         if not wanted or any(m not in "TAV" for m in wanted) or len(set(wanted)) != len(wanted):
@@ -223,6 +240,12 @@ def resolve_config(args: argparse.Namespace) -> configs.ExperimentConfig:
         config.train.objective.cl = False
     if args.no_gdwg:
         config.train.objective.weighting = "equal"
+    if args.cl_temperature is not None:
+        config.train.objective.temperature = args.cl_temperature
+    if args.cl_form is not None:
+        config.train.objective.form = args.cl_form
+    if args.weight_scale is not None:
+        config.train.objective.scale = args.weight_scale
     if args.seeds is not None:
         config.train.seeds = tuple(args.seeds)
     if config.train.selection_metric != "MAE":
@@ -444,7 +467,13 @@ def run_name(args: argparse.Namespace, config: configs.ExperimentConfig) -> str:
     spec = config.train.objective
     ablations = [name for off, name in ((not spec.msc, "w/o MSC"), (not spec.cl, "w/o CL"),
                                         (spec.weighting == "equal", "w/o GDWG")) if off]
-    return "DMMSA" + (" " + ", ".join(ablations) if ablations else "")
+    default = configs.ObjectiveConfig()
+    changed = [f"{label} {value}" for label, value, default_value in (
+        ("CL temperature", spec.temperature, default.temperature),
+        ("CL form", spec.form, default.form), ("weight scale", spec.scale, default.scale),
+    ) if value != default_value]
+    return ("DMMSA" + (" " + ", ".join(ablations) if ablations else "")
+            + (f" ({', '.join(changed)})" if changed else ""))
 
 
 # ----------------------------------------------------------------------------------- evaluation
