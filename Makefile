@@ -9,11 +9,12 @@ TORCH_SPEC ?= torch==2.13.0
 
 .PHONY: test lint pytest docs doctest demo bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml examples/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[test,examples,docs]"
+	$(PY) -m pip install -q --no-deps -e examples
 	$(PY) -m pip install -q --no-deps "mmsa==2.2.1"
 	touch $(STAMP)
 

@@ -25,19 +25,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
 import mtobjectives as mt
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "dmmsa"))
-
-import configs  # noqa: E402
-import model as dmmsa_model  # noqa: E402
+from dmmsa import configs
+from dmmsa import model as dmmsa_model
 
 FEATURES = ("T_s", "T_d", "A_s", "A_d", "V_s", "V_d")
 

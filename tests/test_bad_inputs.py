@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 import pickle
 import re
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,15 +26,14 @@ import torch
 import torch.nn.functional as torch_F
 
 import mtobjectives as mt
+from dmmsa import data
 from mtobjectives import functional as F
 from mtobjectives.heads import DecompositionHead
 from mtobjectives.metrics import msa_metrics
 from mtobjectives.weighting import DWAWeighter, EqualWeighter, GDWGWeighter
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples" / "dmmsa"))
 
-import data  # noqa: E402
 
 DOCS_PAGE = ROOT / "docs" / "robustness.rst"
 NAN, INF = math.nan, math.inf

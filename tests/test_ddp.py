@@ -30,10 +30,10 @@ from typing import Any
 import pytest
 import torch
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "dmmsa"
-sys.path.insert(0, str(EXAMPLE))
+from dmmsa import synthetic
 
-import synthetic  # noqa: E402
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "dmmsa"
+
 
 N_TRAIN, N_VALID, N_TEST = 64, 15, 15  # 64: divisible by the fusion (16) and pre-training (32)
 GLOBAL_BATCH = 16  # batches; odd evaluation splits exercise the gathered, de-duplicated metrics
@@ -58,11 +58,8 @@ import json
 import os
 import sys
 
-sys.path.insert(0, {example!r})
-
-import train  # noqa: E402
-
-import mtobjectives as mt  # noqa: E402
+import mtobjectives as mt
+from dmmsa import train
 
 RECORD = os.path.join({record!r}, "rank" + os.environ.get("RANK", "0") + ".jsonl")
 

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "dmmsa"))
-
-import evaluate_real  # noqa: E402
+from dmmsa import evaluate_real
 
 
 def test_plan_pretrains_once_per_fold_and_seed_and_pairs_every_variant_with_it(tmp_path):

@@ -7,7 +7,6 @@ import importlib.util
 import math
 import pickle
 import re
-import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -20,10 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from torch.utils.data.distributed import DistributedSampler
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "dmmsa"))
-
-import data  # noqa: E402
-import synthetic  # noqa: E402
+from dmmsa import data, synthetic
 
 SMALL = {"n_train": 30, "n_valid": 12, "n_test": 12}
 FEATURE_KEYS = ("text", "audio", "vision")

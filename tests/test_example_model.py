@@ -7,7 +7,6 @@ import importlib.util
 import math
 import pickle
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,11 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import mtobjectives as mt
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "dmmsa"))
-
-import configs  # noqa: E402
-import model  # noqa: E402
+from dmmsa import configs, model
 
 HAS_OBJECTIVE = importlib.util.find_spec("mtobjectives.objective") is not None
 WORDS = ["good", "bad", "movie", "not", "very", "boring", "great", "plot"]
@@ -362,8 +357,7 @@ def test_text_width_is_not_needed_with_a_bert_backbone(tiny_bert_dir):
 
 
 def test_a_text_only_file_end_to_end(tmp_path):
-    import data
-    import synthetic
+    from dmmsa import data, synthetic
 
     raw = synthetic.build_synthetic(seed=0, n_train=16, n_valid=8, n_test=8)
     for split in raw.values():

@@ -21,12 +21,10 @@ import pytest
 import torch
 
 import mtobjectives as mt
+from dmmsa import synthetic, train
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "dmmsa"
-sys.path.insert(0, str(EXAMPLE))
 
-import synthetic  # noqa: E402
-import train  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

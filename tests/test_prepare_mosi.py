@@ -11,7 +11,6 @@ import json
 import math
 import os
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +19,7 @@ import soundfile
 from hypothesis import given, reject
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "dmmsa"))
-
-import prepare_mosi as pm  # noqa: E402
+from dmmsa import prepare_mosi as pm
 
 MMSA_KEYS = {
     "id",

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from mtobjectives.heads import DecompositionHead, DMMSAOutputs
 
 if TYPE_CHECKING:
-    from configs import ExperimentConfig, ModelConfig
+    from dmmsa.configs import ExperimentConfig, ModelConfig
 
 __all__ = [
     "BertTextEncoder",

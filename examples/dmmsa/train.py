@@ -61,15 +61,10 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import configs  # noqa: E402
-import data  # noqa: E402
-import model as model_lib  # noqa: E402
-import synthetic  # noqa: E402
-
-import mtobjectives as mt  # noqa: E402
-from mtobjectives.metrics import msa_metrics  # noqa: E402
+import mtobjectives as mt
+from dmmsa import configs, data, synthetic
+from dmmsa import model as model_lib
+from mtobjectives.metrics import msa_metrics
 
 CHECKPOINT_FORMAT = 1
 
