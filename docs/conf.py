@@ -9,11 +9,17 @@ here, at configuration time, from the short table below (the names our signature
 actually mention) into ``docs/_build/intersphinx/``, and ``intersphinx_mapping`` points at those
 local files. Links go to the real online documentation; building needs no connection and a build
 on a machine without one emits no warning.
+
+The equations render without a network too: ``sphinx-mathjax-offline`` (the ``docs`` extra) copies
+its MathJax 3.2.2 (the script, its fonts and its lazily loaded components) into
+``_build/html/_static/mathjax/`` and points ``mathjax_path`` there, instead of Sphinx's default
+CDN script.
 """
 
 from __future__ import annotations
 
 import doctest
+import importlib.util
 import sys
 import warnings
 import zlib
@@ -37,11 +43,18 @@ release = mtobjectives.__version__
 version = ".".join(release.split(".")[:2])
 
 # -- General -------------------------------------------------------------------------------------
+if importlib.util.find_spec("sphinx-mathjax-offline") is None:
+    raise RuntimeError(
+        "the documentation bundles MathJax from the package 'sphinx-mathjax-offline' (so that the "
+        "equations render offline), which is not installed: pip install sphinx-mathjax-offline, "
+        "or install the project's 'docs' extra"
+    )
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",  # before sphinx_autodoc_typehints, as that extension asks
     "sphinx_autodoc_typehints",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # bundled MathJax: mathjax_path -> _static/mathjax/tex-chtml.js
     "sphinx.ext.intersphinx",
     "sphinx.ext.doctest",
     "sphinx.ext.viewcode",
