@@ -20,6 +20,7 @@ LOCAL_PATH = re.compile(
     r"(?<![\w.~-])/(?:work|home|Users|mnt|scratch)/"
     r"|(?<![\w.])(?:\.\./)+(?:shared|data|datasets)\b"
     r"|\b[A-Za-z]:\\(?:Users|work)\\"
+    r"|(?:^|[\s\"'=(`])/(?:data|datasets|models)/"
 )
 # Folders that hold no committed source (when git cannot list the committed files).
 NOT_COMMITTED = {".git", ".venv", "venv", "__pycache__", ".pytest_cache", ".ruff_cache",
@@ -83,11 +84,13 @@ def offenders(files: list[Path]) -> dict[str, list[str]]:
 def test_the_pattern_finds_local_paths_and_leaves_ordinary_ones():
     local = ["see /work/shared/data/cmu-mosi/label.csv", "--labels ../shared/data/x.csv",
              "cd /home/user/mtobjectives", "open /Users/me/data", "C:\\Users\\me\\data",
-             "`../../data/mosi`", "python x.py --data /mnt/data/MOSI.pkl"]
+             "`../../data/mosi`", "python x.py --data /mnt/data/MOSI.pkl",
+             "--data /data/MOSI/Processed/unaligned_50.pkl", "--text-model /models/bert"]
     ordinary = ["--data \"$DATA/MOSI/Processed/unaligned_50.pkl\"", "runs/real/mosi_text.pkl",
                 "https://docs.python.org/3/library/pathlib.html", "examples/dmmsa/data.py",
                 "docs/_build/html", "the network/work/ratio", "~/work/ is yours",
-                "from ..data import x", "DATA=/path/to/your/data"]
+                "from ..data import x", "DATA=/path/to/your/data", "OUT/data/synthetic.pkl",
+                "--text-model /path/to/bert-base-uncased"]
     assert [s for s in local if not LOCAL_PATH.search(s)] == []
     assert [s for s in ordinary if LOCAL_PATH.search(s)] == []
 
