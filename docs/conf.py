@@ -9,15 +9,27 @@ here, at configuration time, from the short table below (the names our signature
 actually mention) into ``docs/_build/intersphinx/``, and ``intersphinx_mapping`` points at those
 local files. Links go to the real online documentation; building needs no connection and a build
 on a machine without one emits no warning.
+
+The equations render without a network too: the package ``sphinx-mathjax-offline`` (the ``docs``
+extra) holds MathJax 3.2.2 (the script, its fonts and its lazily loaded components); its folder
+is one of ``html_static_path``, so the HTML build copies it to ``_build/html/_static/mathjax/``,
+and ``mathjax_path`` points there instead of at Sphinx's default CDN script. (The package's own
+Sphinx extension does the same copy, but declares no parallel safety, which ``-j`` turns into a
+warning, and copies for every builder.) Without the package an HTML build stops and says so.
 """
 
 from __future__ import annotations
 
 import doctest
+import importlib.util
 import sys
 import warnings
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sphinx.application import Sphinx
 
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
@@ -92,6 +104,32 @@ doctest_default_flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 html_theme = "furo"
 html_title = f"mtobjectives {release}"
 html_static_path = ["_static"]
+
+# -- MathJax, offline ----------------------------------------------------------------------------
+_MATHJAX_PACKAGE = importlib.util.find_spec("sphinx-mathjax-offline")
+_MATHJAX_STATIC = (
+    Path(_MATHJAX_PACKAGE.submodule_search_locations[0]) / "static"
+    if _MATHJAX_PACKAGE is not None and _MATHJAX_PACKAGE.submodule_search_locations
+    else None
+)
+if _MATHJAX_STATIC is not None:
+    html_static_path.append(str(_MATHJAX_STATIC))  # its mathjax/ folder -> _static/mathjax/
+mathjax_path = "mathjax/tex-chtml.js"  # relative: served from _static/, no CDN
+
+
+def _require_bundled_mathjax(app: Sphinx) -> None:
+    if app.builder.format == "html" and (
+        _MATHJAX_STATIC is None or not (_MATHJAX_STATIC / mathjax_path).is_file()
+    ):
+        raise RuntimeError(
+            "the HTML pages bundle MathJax from the package 'sphinx-mathjax-offline' (so that "
+            "the equations render offline), which is not installed: pip install -e '.[docs]' "
+            "or pip install sphinx-mathjax-offline"
+        )
+
+
+def setup(app: Sphinx) -> None:
+    app.connect("builder-inited", _require_bundled_mathjax)
 
 # -- Intersphinx, offline ------------------------------------------------------------------------
 # name -> (base URL of the online docs, {object name: (domain:role, page)}); the anchor on the page
