@@ -16,7 +16,7 @@ plus :class:`heads.DecompositionHead` to attach them to an existing model, the f
 
 from __future__ import annotations
 
-from mtobjectives import functional, heads, metrics, schedules
+from mtobjectives import functional, heads, metrics
 from mtobjectives.binning import CoarseGrainedBinning
 from mtobjectives.contrastive import (
     ContrastivePairs,
@@ -77,7 +77,6 @@ __all__ = [
     "msa_metrics",
     "msc_loss",
     "msr_loss",
-    "schedules",
     "text_anchored_pairs",
     "uni_loss",
 ]
