@@ -329,7 +329,8 @@ class MultiTaskObjective(nn.Module):
 
         Missing modality keys in ``outputs["features"]``/``outputs["unimodal"]`` drop their terms
         and pairs; :math:`L_{Uni}` is absent when no unimodal prediction is given and
-        :math:`L_{CL}` when :math:`T_s` or both positives are missing (no anchor has a positive).
+        :math:`L_{CL}` when :math:`T_s` or both positives are missing (no anchor has a positive;
+        with ``label_positives=True`` only when :math:`T_s` is missing).
         ``weighting="equal"`` is the "w/o GDWG" ablation: an
         :class:`~mtobjectives.weighting.EqualWeighter` with the same ``scale``, i.e. exactly
         GDWG's weights of its first two stages, so that only the dynamic re-weighting is removed.
