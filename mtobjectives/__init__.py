@@ -4,8 +4,11 @@ The four objectives of DMMSA as drop-in modules for any MSA backbone:
 
 - :class:`MultiNTXentLoss` and :func:`text_anchored_pairs` (Eq. 3, 11-12),
 - :class:`CoarseGrainedBinning` for the coarse classification task (Tables 7-8),
-- :class:`GDWGWeighter` (Eq. 13-14), with :class:`DWAWeighter` and :class:`EqualWeighter`,
-- :class:`MultiTaskObjective` and its :meth:`MultiTaskObjective.dmmsa` preset (Eq. 5),
+- :class:`GDWGWeighter` (Eq. 13-14), with :class:`DWAWeighter`, :class:`EqualWeighter` and
+  :class:`UncertaintyWeighter`,
+- :class:`MultiTaskObjective` and its :meth:`MultiTaskObjective.dmmsa` preset (Eq. 5), whose
+  four terms are the public :func:`msr_loss`, :func:`msc_loss`, :func:`uni_loss` and
+  :func:`cl_loss`, with per-task schedules such as :class:`WarmupSchedule`,
 
 plus :class:`heads.DecompositionHead` to attach them to an existing model, the functional forms in
 :mod:`mtobjectives.functional`, and the field's metrics in :mod:`mtobjectives.metrics`.
@@ -15,16 +18,40 @@ from __future__ import annotations
 
 from mtobjectives import functional, heads, metrics
 from mtobjectives.binning import CoarseGrainedBinning
-from mtobjectives.contrastive import ContrastivePairs, MultiNTXentLoss, text_anchored_pairs
+from mtobjectives.contrastive import (
+    ContrastivePairs,
+    MultiNTXentLoss,
+    PairBuilder,
+    text_anchored_pairs,
+)
 from mtobjectives.heads import DecompositionHead, DMMSAOutputs
 from mtobjectives.metrics import msa_metrics
-from mtobjectives.objective import FEATURE_NAMES, MultiTaskObjective, ObjectiveResult, Task
-from mtobjectives.weighting import DWAWeighter, EqualWeighter, GDWGWeighter, Weighter
+from mtobjectives.objective import (
+    FEATURE_NAMES,
+    BatchCheck,
+    MultiTaskObjective,
+    ObjectiveResult,
+    Task,
+    check_dmmsa_batch,
+    cl_loss,
+    msc_loss,
+    msr_loss,
+    uni_loss,
+)
+from mtobjectives.schedules import TaskSchedule, WarmupSchedule
+from mtobjectives.weighting import (
+    DWAWeighter,
+    EqualWeighter,
+    GDWGWeighter,
+    UncertaintyWeighter,
+    Weighter,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "FEATURE_NAMES",
+    "BatchCheck",
     "CoarseGrainedBinning",
     "ContrastivePairs",
     "DMMSAOutputs",
@@ -35,12 +62,21 @@ __all__ = [
     "MultiNTXentLoss",
     "MultiTaskObjective",
     "ObjectiveResult",
+    "PairBuilder",
     "Task",
+    "TaskSchedule",
+    "UncertaintyWeighter",
+    "WarmupSchedule",
     "Weighter",
     "__version__",
+    "check_dmmsa_batch",
+    "cl_loss",
     "functional",
     "heads",
     "metrics",
     "msa_metrics",
+    "msc_loss",
+    "msr_loss",
     "text_anchored_pairs",
+    "uni_loss",
 ]

@@ -2,6 +2,7 @@ r"""The Multi NT-Xent loss as a module, and DMMSA's text-anchored pair builder (
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -17,7 +18,7 @@ from mtobjectives.functional import (
     multi_nt_xent_from_labels,
 )
 
-__all__ = ["ContrastivePairs", "MultiNTXentLoss", "text_anchored_pairs"]
+__all__ = ["ContrastivePairs", "MultiNTXentLoss", "PairBuilder", "text_anchored_pairs"]
 
 POSITIVE_NAMES: tuple[str, ...] = ("V_s", "A_s")
 
@@ -145,6 +146,13 @@ class ContrastivePairs(NamedTuple):
     positive_mask: Tensor
     valid_mask: Tensor
     candidate_names: tuple[str, ...]
+
+
+#: A pair builder: called with the decomposed features present in a batch as keyword arguments
+#: (``T_s=..., A_s=..., ...``, see :data:`~mtobjectives.FEATURE_NAMES`), it returns the
+#: :class:`ContrastivePairs` of the batch, or ``None`` when it forms none.
+#: :func:`text_anchored_pairs` is one.
+PairBuilder = Callable[..., ContrastivePairs | None]
 
 
 def text_anchored_pairs(

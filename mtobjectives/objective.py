@@ -3,15 +3,17 @@ r"""Multi-task objectives: a weighted sum of named task losses, and DMMSA's Eq. 
 :class:`MultiTaskObjective` holds named *tasks*, each a callable ``task(outputs, targets)`` that
 returns a scalar loss, or ``None`` when it cannot be computed for the batch (e.g. its modality is
 missing). Some tasks have fixed weights; the others ("dynamic") are weighted by a
-:class:`~mtobjectives.weighting.Weighter` (GDWG by default). :meth:`MultiTaskObjective.dmmsa`
-builds the paper's four tasks; their definitions are the four small functions just above it.
+:class:`~mtobjectives.weighting.Weighter` (GDWG by default); any task's weight may follow a
+per-stage schedule. :meth:`MultiTaskObjective.dmmsa` builds the paper's four tasks; their
+definitions are the four public functions just below it (:func:`msr_loss`, :func:`msc_loss`,
+:func:`uni_loss`, :func:`cl_loss`), reusable as tasks of your own objective.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -20,13 +22,37 @@ from torch import Tensor, nn
 
 from mtobjectives._validation import check_choice, check_floating, check_positive, check_shape
 from mtobjectives.binning import CoarseGrainedBinning
-from mtobjectives.contrastive import MultiNTXentLoss, text_anchored_pairs
-from mtobjectives.weighting import DWAWeighter, EqualWeighter, GDWGWeighter, Weighter
+from mtobjectives.contrastive import MultiNTXentLoss, PairBuilder, text_anchored_pairs
+from mtobjectives.functional import multi_nt_xent_from_labels
+from mtobjectives.schedules import TaskSchedule
+from mtobjectives.weighting import (
+    DWAWeighter,
+    EqualWeighter,
+    GDWGWeighter,
+    UncertaintyWeighter,
+    Weighter,
+)
 
-__all__ = ["FEATURE_NAMES", "MultiTaskObjective", "ObjectiveResult", "Task"]
+__all__ = [
+    "FEATURE_NAMES",
+    "BatchCheck",
+    "MultiTaskObjective",
+    "ObjectiveResult",
+    "Task",
+    "check_dmmsa_batch",
+    "cl_loss",
+    "msc_loss",
+    "msr_loss",
+    "uni_loss",
+]
 
 #: A task: ``task(outputs, targets)`` -> scalar loss, or ``None`` when absent from the batch.
 Task = Callable[[Mapping[str, Any], Mapping[str, Any]], Tensor | None]
+
+#: A check of the whole batch: ``check(outputs, targets)`` raises on a bad batch.
+BatchCheck = Callable[[Mapping[str, Any], Mapping[str, Any]], None]
+
+WEIGHTINGS: tuple[str, ...] = ("gdwg", "equal", "dwa", "uncertainty")
 
 #: The decomposed features of DMMSA (keys of ``outputs["features"]`` and ``outputs["unimodal"]``).
 FEATURE_NAMES: tuple[str, ...] = ("T_s", "T_d", "A_s", "A_d", "V_s", "V_d")
@@ -40,13 +66,18 @@ class ObjectiveResult:
         loss: the total :math:`\\sum_k \\lambda_k L_k` over the tasks present in the batch, a
             scalar to call ``backward()`` on.
         terms: the unweighted loss :math:`L_k` of every present task, detached (for logging).
-        weights: the weight :math:`\\lambda_k` used for every present task, detached, so that
-            ``loss == sum(weights[k] * terms[k] for k in terms)``.
+        weights: the weight :math:`\\lambda_k` used for every present task (times its schedule's
+            factor, if it has one), detached.
+        regularizers: the additive term :math:`r_k` of every present task whose weighter has one
+            (:class:`~mtobjectives.weighting.UncertaintyWeighter`: :math:`s_k`, times the
+            schedule's factor), detached; empty for the other weighters. Together,
+            ``loss == sum(weights[k] * terms[k] for k in terms) + sum(regularizers.values())``.
     """
 
     loss: Tensor
     terms: dict[str, Tensor]
     weights: dict[str, Tensor]
+    regularizers: dict[str, Tensor] = field(default_factory=dict)
 
 
 class MultiTaskObjective(nn.Module):
@@ -54,8 +85,8 @@ class MultiTaskObjective(nn.Module):
 
     .. math::
 
-        \mathcal{L} = \sum_{k \in \mathcal{F}} c_k\, L_k
-                    + \sum_{k \in \mathcal{D}} \lambda_k(t)\, L_k
+        \mathcal{L} = \sum_{k \in \mathcal{F}} \rho_k(t)\, c_k\, L_k
+                    + \sum_{k \in \mathcal{D}} \rho_k(t) \big(\lambda_k(t)\, L_k + r_k\big)
 
     where
 
@@ -65,12 +96,24 @@ class MultiTaskObjective(nn.Module):
       named in neither ``fixed`` nor ``dynamic`` has :math:`c_k = 1`),
     - :math:`\mathcal{D}` are the dynamic tasks (``dynamic``) and :math:`\lambda_k(t)` their
       weights at stage :math:`t`, given by ``weighter`` (default
-      :class:`~mtobjectives.weighting.GDWGWeighter`).
+      :class:`~mtobjectives.weighting.GDWGWeighter`); :math:`r_k` is the weighter's additive term
+      (:meth:`~mtobjectives.weighting.Weighter.regularizers`: 0 for every weighter but
+      :class:`~mtobjectives.weighting.UncertaintyWeighter`, whose :math:`r_k = s_k`),
+    - :math:`\rho_k(t) \ge 0` is the factor of task :math:`k`'s schedule at stage :math:`t`
+      (``schedules``, e.g. :class:`~mtobjectives.schedules.WarmupSchedule`; 1 for a task without
+      one). It multiplies the task's whole contribution, whatever the weighter: the weight
+      used and reported is :math:`\rho_k(t)\,c_k` or :math:`\rho_k(t)\,\lambda_k(t)`. The
+      weighter still receives and records the unscaled :math:`L_k`, so GDWG's stage means and
+      baseline are those of the task's loss, not of its scaled contribution.
 
     The weighter is a submodule: ``objective.train()``/``eval()`` decide whether batches are
     recorded for the next weights, :meth:`step` ends a stage (call it at each epoch end), and
-    ``state_dict()`` carries the weighter's state (tasks that are ``nn.Module`` are registered
-    too, under ``task_modules``).
+    ``state_dict()`` carries the weighter's state, its parameters included (tasks that are
+    ``nn.Module`` are registered too, under ``task_modules``). With ``schedules`` the stage
+    counter :math:`t` of the schedules is in ``state_dict()`` too (as the extra state of
+    ``schedule_stage``; without schedules the state dict has no such key). A weighter with
+    learned parameters (:class:`~mtobjectives.weighting.UncertaintyWeighter`) needs them in the
+    optimizer: pass ``objective.parameters()`` along with the model's.
 
     Args:
         tasks: name -> callable ``(outputs, targets) -> Tensor | None`` returning a 0-d loss.
@@ -78,9 +121,15 @@ class MultiTaskObjective(nn.Module):
         dynamic: names of the tasks weighted by ``weighter``, in the weighter's order.
         weighter: a :class:`~mtobjectives.weighting.Weighter` with ``num_tasks == len(dynamic)``;
             ``None`` builds ``GDWGWeighter(len(dynamic), task_names=dynamic)``.
+        schedules: task name -> schedule, a callable ``schedule(t) -> float`` giving
+            :math:`\rho_k(t) \ge 0` for the 1-based stage :math:`t` (see
+            :mod:`mtobjectives.schedules`); fixed and dynamic tasks alike.
+        check_batch: optional ``check(outputs, targets)`` run once per batch before the tasks,
+            raising on a bad batch (:meth:`dmmsa` passes :func:`check_dmmsa_batch`).
 
     Returns:
-        :class:`ObjectiveResult` (total loss, detached terms and weights of the present tasks).
+        :class:`ObjectiveResult` (total loss, detached terms, weights and additive terms of the
+        present tasks).
 
     Shape:
         - Task outputs: :math:`()` (a scalar) or ``None``.
@@ -100,6 +149,20 @@ class MultiTaskObjective(nn.Module):
         (tensor(1.5000), {'reg': tensor(0.5000), 'aux': tensor(2.)})
         >>> result.weights
         {'reg': tensor(1.), 'aux': tensor(0.5000)}
+
+        A schedule switches "aux" on only after the first stage:
+
+        >>> from mtobjectives.schedules import WarmupSchedule
+        >>> objective = MultiTaskObjective(
+        ...     {"reg": lambda out, tgt: F.mse_loss(out["y"], tgt["y"]),
+        ...      "aux": lambda out, tgt: out["y"].abs().mean()},
+        ...     dynamic=["aux"], schedules={"aux": WarmupSchedule(1, mode="step")})
+        >>> outputs, targets = {"y": torch.tensor([1.0, 3.0])}, {"y": torch.tensor([0.0, 3.0])}
+        >>> objective(outputs, targets).weights
+        {'reg': tensor(1.), 'aux': tensor(0.)}
+        >>> objective.step()
+        >>> objective(outputs, targets).weights
+        {'reg': tensor(1.), 'aux': tensor(1.)}
     """
 
     def __init__(
@@ -109,6 +172,8 @@ class MultiTaskObjective(nn.Module):
         fixed: Mapping[str, float] | None = None,
         dynamic: Sequence[str] = (),
         weighter: Weighter | None = None,
+        schedules: Mapping[str, TaskSchedule] | None = None,
+        check_batch: BatchCheck | None = None,
     ) -> None:
         super().__init__()
         self.tasks: dict[str, Task] = _check_tasks(tasks)
@@ -125,13 +190,21 @@ class MultiTaskObjective(nn.Module):
         self.task_modules = nn.ModuleDict(
             {name: task for name, task in self.tasks.items() if isinstance(task, nn.Module)}
         )
-        # Checks of the whole batch, run once before the tasks (set by :meth:`dmmsa`).
-        self._check_batch: Callable[[Mapping[str, Any], Mapping[str, Any]], None] | None = None
+        #: The schedule of each scheduled task (task name -> ``schedule(t) -> float``).
+        self.schedules: dict[str, TaskSchedule] = _check_schedules(schedules, self.tasks)
+        #: The stage counter of the schedules (``None`` without schedules).
+        self.schedule_stage: _StageCounter | None = _StageCounter() if self.schedules else None
+        if check_batch is not None and not callable(check_batch):
+            raise TypeError(
+                f"check_batch must be callable or None, got {type(check_batch).__name__}"
+            )
+        #: The check of the whole batch, run once before the tasks (or ``None``).
+        self.check_batch: BatchCheck | None = check_batch
 
     def forward(self, outputs: Mapping[str, Any], targets: Mapping[str, Any]) -> ObjectiveResult:
         """Compute every task, weight the present ones, and sum (see the class docstring)."""
-        if self._check_batch is not None:
-            self._check_batch(outputs, targets)
+        if self.check_batch is not None:
+            self.check_batch(outputs, targets)
         present = {}
         for name, task in self.tasks.items():
             loss = task(outputs, targets)
@@ -146,29 +219,63 @@ class MultiTaskObjective(nn.Module):
         device = next(iter(present.values())).device
         total = torch.zeros((), dtype=dtype, device=device)
         weights: dict[str, Tensor] = {}
+        regularizers: dict[str, Tensor] = {}
+        factors = self.schedule_factors()
         for name, weight in self.fixed.items():
             if name in present:
+                weight = factors.get(name, 1.0) * weight
                 total = total + weight * present[name]
                 weights[name] = torch.tensor(weight, device=device)
         if self.weighter is not None:
             zero = torch.zeros((), dtype=dtype, device=device)
             losses = torch.stack([present.get(name, zero).to(dtype) for name in self.dynamic])
             mask = torch.tensor([name in present for name in self.dynamic], device=device)
-            total = total + self.weighter(losses, present=mask)
+            rho = [factors.get(name, 1.0) for name in self.dynamic]
+            if all(factor == 1.0 for factor in rho):
+                total = total + self.weighter(losses, present=mask)
+            else:  # rho_k (lambda_k L_k + r_k): the weighter records the unscaled L_k
+                contributions = self.weighter.contributions(losses, present=mask)
+                total = total + (contributions * losses.new_tensor(rho)).sum()
             dynamic_weights = self.weighter.weights.to(device)
+            additive = self.weighter.regularizers()
             for k, name in enumerate(self.dynamic):
                 if name in present:
-                    weights[name] = dynamic_weights[k]
+                    weights[name] = dynamic_weights[k] * rho[k]
+                    if additive is not None:
+                        regularizers[name] = additive[k].detach().to(device) * rho[k]
         terms = {name: loss.detach() for name, loss in present.items()}
-        return ObjectiveResult(total, terms, weights={name: weights[name] for name in terms})
+        return ObjectiveResult(
+            total, terms, weights={name: weights[name] for name in terms}, regularizers=regularizers
+        )
 
     def step(self) -> None:
-        """End the current stage of the weighter (call it at each epoch end); no-op without one."""
+        """End the current stage (call it at each epoch end): the weighter's, and the schedules'.
+
+        Without a weighter and without schedules it does nothing.
+        """
         if self.weighter is not None:
             self.weighter.step()
+        if self.schedule_stage is not None:
+            self.schedule_stage.completed += 1
+
+    def schedule_factors(self) -> dict[str, float]:
+        """The factor :math:`\\rho_k(t)` of every scheduled task at the current stage, checked.
+
+        Raises:
+            ValueError: If a schedule returns a negative, NaN or infinite factor.
+            TypeError: If a schedule returns something other than a real number.
+        """
+        if self.schedule_stage is None:
+            return {}
+        stage = self.schedule_stage.completed + 1
+        return {
+            name: check_positive(f"schedules[{name!r}]({stage})", schedule(stage), allow_zero=True)
+            for name, schedule in self.schedules.items()
+        }
 
     def extra_repr(self) -> str:
-        return f"fixed={self.fixed}, dynamic={list(self.dynamic)}"
+        schedules = f", schedules={self.schedules}" if self.schedules else ""
+        return f"fixed={self.fixed}, dynamic={list(self.dynamic)}{schedules}"
 
     @classmethod
     def dmmsa(
@@ -181,9 +288,13 @@ class MultiTaskObjective(nn.Module):
         msc: bool = True,
         uni: bool = True,
         cl: bool = True,
-        weighting: str = "gdwg",
+        weighting: str | Weighter = "gdwg",
         weighting_temperature: float = 2.0,
         scale: str = "sum_one",
+        pairs: PairBuilder = text_anchored_pairs,
+        detach_anchor: bool = False,
+        label_positives: bool = False,
+        schedules: Mapping[str, TaskSchedule] | None = None,
     ) -> MultiTaskObjective:
         r"""The DMMSA objective (Eq. 5): regression, coarse classification, unimodal, contrastive.
 
@@ -204,13 +315,22 @@ class MultiTaskObjective(nn.Module):
           :math:`y`,
         - :math:`L_{CL}` is :class:`~mtobjectives.contrastive.MultiNTXentLoss` (Eq. 3) over the
           text-anchored pairs (Eq. 11–12): anchor :math:`T_s`, positives :math:`A_s, V_s`,
-          negatives :math:`T_d, A_d, V_d`,
+          negatives :math:`T_d, A_d, V_d` (or the pairs of another builder, ``pairs``), with
+          the options of :func:`cl_loss`,
         - :math:`\lambda_{Uni}, \lambda_{CL}` are the dynamic weights (GDWG, Eq. 13–14);
           :math:`L_{MSR}` and :math:`L_{MSC}` have the fixed weight 1.
 
+        The four terms are the public functions :func:`msr_loss`, :func:`msc_loss`,
+        :func:`uni_loss` and :func:`cl_loss`, and the batch check is :func:`check_dmmsa_batch`:
+        this method only assembles them into a :class:`MultiTaskObjective`. Every option added
+        to the paper's objective (``pairs``, ``detach_anchor``, ``label_positives``,
+        ``schedules``, ``weighting="uncertainty"``) is off by default, and the defaults give
+        exactly the paper's objective (the same numbers, bit for bit, as before the options).
+
         Missing modality keys in ``outputs["features"]``/``outputs["unimodal"]`` drop their terms
         and pairs; :math:`L_{Uni}` is absent when no unimodal prediction is given and
-        :math:`L_{CL}` when :math:`T_s` or both positives are missing (no anchor has a positive).
+        :math:`L_{CL}` when :math:`T_s` or both positives are missing (no anchor has a positive;
+        with ``label_positives=True`` only when :math:`T_s` is missing).
         ``weighting="equal"`` is the "w/o GDWG" ablation: an
         :class:`~mtobjectives.weighting.EqualWeighter` with the same ``scale``, i.e. exactly
         GDWG's weights of its first two stages, so that only the dynamic re-weighting is removed.
@@ -234,10 +354,26 @@ class MultiTaskObjective(nn.Module):
             msc: keep :math:`L_{MSC}` (``False``: the "w/o MSC" ablation).
             uni: keep :math:`L_{Uni}`.
             cl: keep :math:`L_{CL}` (``False``: the "w/o CL" ablation).
-            weighting: ``"gdwg"`` (default), ``"equal"`` ("w/o GDWG") or ``"dwa"``.
+            weighting: ``"gdwg"`` (default), ``"equal"`` ("w/o GDWG"), ``"dwa"``,
+                ``"uncertainty"`` (:class:`~mtobjectives.weighting.UncertaintyWeighter`; give
+                the optimizer ``objective.parameters()``), or a
+                :class:`~mtobjectives.weighting.Weighter` instance for the dynamic tasks
+                (``num_tasks`` = their number: 2, or 1 with ``uni=False`` or ``cl=False``;
+                ``weighting_temperature`` and ``scale`` are then not used).
             weighting_temperature: :math:`\tau` of GDWG/DWA (default 2.0).
             scale: ``"sum_one"`` (the paper: :math:`\lambda_{Uni} + \lambda_{CL} = 1`) or
-                ``"num_tasks"`` (they sum to 2, DWA's scale); used by every ``weighting``.
+                ``"num_tasks"`` (they sum to 2, DWA's scale); used by ``"gdwg"``, ``"equal"``
+                and ``"dwa"``.
+            pairs: the pair builder of :math:`L_{CL}` (default :func:`text_anchored_pairs`),
+                see :func:`cl_loss`.
+            detach_anchor: stop the gradient of :math:`L_{CL}` at the anchor :math:`T_s`, so
+                that only the positives and negatives move (default ``False``).
+            label_positives: add to :math:`L_{CL}` the label-aware inter-sample term: the other
+                samples' :math:`T_s` of the same coarse class (under ``binning``) are positives
+                (default ``False``; needs ``binning``).
+            schedules: task name -> schedule of its weight, e.g.
+                ``{"CL": WarmupSchedule(3)}`` (:class:`~mtobjectives.schedules.WarmupSchedule`);
+                see :class:`MultiTaskObjective`. Default ``None``: no schedule.
 
         Returns:
             A :class:`MultiTaskObjective` with tasks ``"MSR"``, ``"MSC"``, ``"Uni"``, ``"CL"``
@@ -272,53 +408,114 @@ class MultiTaskObjective(nn.Module):
             >>> {name: weight.item() for name, weight in result.weights.items()}
             {'MSR': 1.0, 'MSC': 1.0, 'Uni': 0.5, 'CL': 0.5}
         """
-        for name, flag in (("msc", msc), ("uni", uni), ("cl", cl)):
+        flags = {"msc": msc, "uni": uni, "cl": cl, "detach_anchor": detach_anchor,
+                 "label_positives": label_positives}
+        for name, flag in flags.items():
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
-        if msc and not isinstance(binning, CoarseGrainedBinning):
-            raise TypeError(
-                f"binning must be a CoarseGrainedBinning when msc=True, "
-                f"got {type(binning).__name__}"
-            )
+        for name, needed in (("msc", msc), ("label_positives", label_positives)):
+            if needed and not isinstance(binning, CoarseGrainedBinning):
+                raise TypeError(
+                    f"binning must be a CoarseGrainedBinning when {name}=True, "
+                    f"got {type(binning).__name__}"
+                )
         check_positive("beta", beta)
-        check_choice("weighting", weighting, ("gdwg", "equal", "dwa"))
+        if not isinstance(weighting, Weighter):
+            check_choice("weighting", weighting, WEIGHTINGS)
         check_positive("weighting_temperature", weighting_temperature)
         check_choice("scale", scale, ("sum_one", "num_tasks"))
+        if not callable(pairs):
+            raise TypeError(f"pairs must be a callable pair builder, got {type(pairs).__name__}")
         contrastive = MultiNTXentLoss(temperature=temperature, form=form)  # checks both
 
-        tasks: dict[str, Task] = {"MSR": functools.partial(_msr_loss, beta=beta)}
+        tasks: dict[str, Task] = {"MSR": functools.partial(msr_loss, beta=beta)}
         if msc:
-            tasks["MSC"] = functools.partial(_msc_loss, binning=binning)
+            tasks["MSC"] = functools.partial(msc_loss, binning=binning)
         if uni:
-            tasks["Uni"] = functools.partial(_uni_loss, beta=beta)
+            tasks["Uni"] = functools.partial(uni_loss, beta=beta)
         if cl:
-            tasks["CL"] = functools.partial(_cl_loss, contrastive=contrastive)
-        dynamic = [name for name in ("Uni", "CL") if name in tasks]
-        weighter: Weighter | None = None
-        if dynamic and weighting == "equal":
-            weighter = EqualWeighter(len(dynamic), scale=scale, task_names=dynamic)
-        elif dynamic:
-            kind = GDWGWeighter if weighting == "gdwg" else DWAWeighter
-            weighter = kind(
-                len(dynamic), temperature=weighting_temperature, scale=scale, task_names=dynamic
+            tasks["CL"] = functools.partial(
+                cl_loss, contrastive=contrastive, pairs=pairs, detach_anchor=detach_anchor,
+                label_binning=binning if label_positives else None,
             )
+        dynamic = [name for name in ("Uni", "CL") if name in tasks]
         fixed = {name: 1.0 for name in ("MSR", "MSC") if name in tasks}
-        objective = cls(tasks, fixed=fixed, dynamic=dynamic, weighter=weighter)
-        objective._check_batch = functools.partial(_check_dmmsa_batch, uni=uni)
-        return objective
+        return cls(
+            tasks, fixed=fixed, dynamic=dynamic,
+            weighter=_dmmsa_weighter(weighting, dynamic, weighting_temperature, scale),
+            schedules=schedules, check_batch=functools.partial(check_dmmsa_batch, uni=uni),
+        )
+
+
+def _dmmsa_weighter(
+    weighting: str | Weighter, dynamic: list[str], temperature: float, scale: str
+) -> Weighter | None:
+    """The weighter of :meth:`MultiTaskObjective.dmmsa`'s dynamic tasks (checked by the class)."""
+    if isinstance(weighting, Weighter):
+        return weighting
+    if not dynamic:
+        return None
+    if weighting == "equal":
+        return EqualWeighter(len(dynamic), scale=scale, task_names=dynamic)
+    if weighting == "uncertainty":
+        return UncertaintyWeighter(len(dynamic), task_names=dynamic)
+    kind = GDWGWeighter if weighting == "gdwg" else DWAWeighter
+    return kind(len(dynamic), temperature=temperature, scale=scale, task_names=dynamic)
 
 
 # ------------------------------------------------------------- the four tasks of DMMSA (Eq. 5)
-def _msr_loss(outputs: Mapping[str, Any], targets: Mapping[str, Any], *, beta: float) -> Tensor:
-    """Eq. 7: smooth L1 between the fused prediction y* and the multimodal label y."""
+# Each is a task of MultiTaskObjective: ``term(outputs, targets, **options)``; bind the options
+# with functools.partial (or a lambda) to use one in your own objective. They check what they
+# read on the host (keys, dtypes, shapes, devices); the label values are checked once per batch
+# by check_dmmsa_batch, which MultiTaskObjective runs when given as ``check_batch``.
+def msr_loss(
+    outputs: Mapping[str, Any], targets: Mapping[str, Any], *, beta: float = 1.0
+) -> Tensor:
+    r"""Multimodal sentiment regression (Eq. 7): smooth L1 between :math:`y^*` and :math:`y`.
+
+    .. math::
+
+        L_{MSR} = \frac{1}{B} \sum_{i=1}^{B} \mathrm{SmoothL1}_\varphi(y^*_i - y_i)
+
+    where :math:`y^*` is ``outputs["prediction"]``, :math:`y` is ``targets["M"]`` and
+    :math:`\varphi` is ``beta`` (PyTorch's continuous smooth L1).
+
+    Shape:
+        - ``outputs["prediction"]``, ``targets["M"]``: :math:`(B)`; output: :math:`()`.
+
+    Example:
+        >>> import torch
+        >>> from mtobjectives import msr_loss
+        >>> msr_loss({"prediction": torch.tensor([0.5, 2.0])}, {"M": torch.tensor([0.0, 0.0])})
+        tensor(0.8125)
+    """
     prediction, y = _prediction_and_label(outputs, targets)
     return F.smooth_l1_loss(prediction, y, beta=beta)
 
 
-def _msc_loss(
+def msc_loss(
     outputs: Mapping[str, Any], targets: Mapping[str, Any], *, binning: CoarseGrainedBinning
 ) -> Tensor:
-    """Eq. 9: cross-entropy between the coarse logits and the class of y."""
+    r"""Coarse multimodal sentiment classification (Eq. 9): cross-entropy against the class of y.
+
+    .. math::
+
+        L_{MSC} = \mathrm{CE}\big(y_{MSC}, \mathrm{bin}(y)\big)
+
+    where :math:`y_{MSC}` are the logits ``outputs["logits"]`` and :math:`\mathrm{bin}` is
+    ``binning`` (:class:`~mtobjectives.binning.CoarseGrainedBinning`).
+
+    Shape:
+        - ``outputs["logits"]``: :math:`(B, C)`; ``targets["M"]``: :math:`(B)`; output: :math:`()`.
+
+    Example:
+        >>> import torch
+        >>> from mtobjectives import CoarseGrainedBinning, msc_loss
+        >>> outputs = {"prediction": torch.zeros(2), "logits": torch.tensor([[0.0, 0.0, 4.0]] * 2)}
+        >>> msc_loss(outputs, {"M": torch.tensor([0.9, -0.9])},    # classes 2 and 0
+        ...          binning=CoarseGrainedBinning.preset("sims"))
+        tensor(2.0360)
+    """
     _, y = _prediction_and_label(outputs, targets)
     logits = _required(outputs, "outputs", "logits", "or pass msc=False")
     check_floating("outputs['logits']", logits)
@@ -326,10 +523,32 @@ def _msc_loss(
     return F.cross_entropy(logits, binning(y))
 
 
-def _uni_loss(
-    outputs: Mapping[str, Any], targets: Mapping[str, Any], *, beta: float
+def uni_loss(
+    outputs: Mapping[str, Any], targets: Mapping[str, Any], *, beta: float = 1.0
 ) -> Tensor | None:
-    """Eq. 10: the shared head's prediction for each present feature; *_d -> y^m if given."""
+    r"""Unimodal sentiment analysis (Eq. 10): the shared head's prediction of each feature.
+
+    .. math::
+
+        L_{Uni} = \frac{1}{|F|} \sum_{f \in F} \frac{1}{B} \sum_{i=1}^{B}
+            \mathrm{SmoothL1}_\varphi(u^*_{f,i} - u_{f,i})
+
+    where :math:`F` are the features present in ``outputs["unimodal"]``, :math:`u^*_f` their
+    predictions, and :math:`u_f = y` for the similarity features ``*_s``; for a dissimilarity
+    feature ``m_d`` it is the unimodal label :math:`y^m` (``targets["T"|"A"|"V"]``) when given,
+    else :math:`y`. Returns ``None`` (absent) when no prediction is given.
+
+    Shape:
+        - ``outputs["unimodal"][f]``, ``targets[...]``: :math:`(B)`; output: :math:`()`.
+
+    Example:
+        >>> import torch
+        >>> from mtobjectives import uni_loss
+        >>> outputs = {"prediction": torch.zeros(2),
+        ...            "unimodal": {"T_s": torch.tensor([1.0, 1.0]), "T_d": torch.zeros(2)}}
+        >>> uni_loss(outputs, {"M": torch.tensor([1.0, 1.0]), "T": torch.tensor([0.0, 2.0])})
+        tensor(0.3750)
+    """
     _, y = _prediction_and_label(outputs, targets)
     predictions = _features(outputs, "unimodal", [y.shape[0]], "or pass uni=False")
     if not predictions:
@@ -343,16 +562,104 @@ def _uni_loss(
     return torch.stack(losses).mean()
 
 
-def _cl_loss(
-    outputs: Mapping[str, Any], targets: Mapping[str, Any], *, contrastive: MultiNTXentLoss
+def cl_loss(
+    outputs: Mapping[str, Any],
+    targets: Mapping[str, Any],
+    *,
+    contrastive: MultiNTXentLoss | None = None,
+    pairs: PairBuilder = text_anchored_pairs,
+    detach_anchor: bool = False,
+    label_binning: CoarseGrainedBinning | None = None,
 ) -> Tensor | None:
-    """Eq. 11–12 with Eq. 3: anchor T_s, positives A_s, V_s, negatives T_d, A_d, V_d."""
-    prediction, _ = _prediction_and_label(outputs, targets)
+    r"""Contrastive learning (Eq. 11–12 with Eq. 3), with the stop-gradient and label options.
+
+    .. math::
+
+        L_{CL} = \frac{1}{B} \sum_{i=1}^{B} \ell\big(a_i;\, P_i, N_i\big)
+            \;+\; [\text{labels}]\; \frac{1}{|I|} \sum_{i \in I}
+            \ell\big(T_{s,i};\, \{T_{s,j} : j \ne i,\ c_j = c_i\},\
+                                \{T_{s,j} : c_j \ne c_i\}\big)
+
+    where
+
+    - :math:`\ell(a; P, N)` is the Multi NT-Xent loss of anchor :math:`a` with positives
+      :math:`P` and negatives :math:`N` (Eq. 3, ``contrastive``'s temperature and form),
+    - :math:`a_i, P_i, N_i` are the anchor, positives and negatives of sample :math:`i` from
+      the pair builder ``pairs``; the default :func:`text_anchored_pairs` gives
+      :math:`a_i = T_{s,i}`, :math:`P_i = \{V_{s,i}, A_{s,i}\}` and
+      :math:`N_i = \{T_{d,i}, V_{d,i}, A_{d,i}\}` (all from sample :math:`i`); the mean runs
+      over the anchors with a positive,
+    - with ``detach_anchor=True`` the anchor is :math:`\mathrm{sg}(a_i)` (stop-gradient): the
+      value is unchanged, but no gradient reaches the anchor, so the text similarity feature
+      is not pulled toward the audio and visual features; only the positives and negatives
+      move,
+    - the second sum is added when ``label_binning`` is given (label-aware inter-sample
+      positives, SupCon-style): :math:`c_i` is the coarse class of :math:`y_i` under
+      ``label_binning``, every other sample's :math:`T_s` of the same class is a positive of
+      :math:`T_{s,i}` and every one of another class a negative, computed by
+      :func:`~mtobjectives.functional.multi_nt_xent_from_labels`; :math:`I` are the samples
+      whose class occurs at least twice in the batch. It is not affected by
+      ``detach_anchor`` (there every :math:`T_s` is both an anchor and a candidate).
+
+    The builder is called with the features present in ``outputs["features"]`` as keyword
+    arguments, and only when the batch holds the anchor :math:`T_s` and at least one positive
+    feature (:math:`A_s` or :math:`V_s`), as Eq. 11–12 require; it may return ``None`` to
+    leave its part out. The term is absent (``None``) when neither part is computed: without
+    ``label_binning``, when :math:`T_s` or both positives are missing; with it, when
+    :math:`T_s` is missing.
+
+    Args:
+        outputs: the model outputs, with ``"prediction"`` and ``"features"``.
+        targets: the labels, with ``"M"`` (read only for its checks and ``label_binning``).
+        contrastive: the loss (default ``MultiNTXentLoss()``: :math:`\tau = 0.5`, form
+            ``"in"``); its ``anchors_used`` counts the anchors of the pair part.
+        pairs: the pair builder (:data:`~mtobjectives.contrastive.PairBuilder`).
+        detach_anchor: stop the gradient at the anchor of the pair part.
+        label_binning: the binning of the label-aware part (``None``: no such part).
+
+    Shape:
+        - ``outputs["features"][f]``: :math:`(B, D)`; ``targets["M"]``: :math:`(B)`;
+          output: :math:`()`.
+
+    Example:
+        >>> import torch
+        >>> from mtobjectives import CoarseGrainedBinning, cl_loss
+        >>> _ = torch.manual_seed(0)
+        >>> features = {f: torch.randn(4, 8) for f in ("T_s", "T_d", "A_s", "A_d", "V_s", "V_d")}
+        >>> outputs, targets = {"prediction": torch.zeros(4), "features": features}, {
+        ...     "M": torch.tensor([-0.8, -0.5, 0.6, 0.9])}
+        >>> round(cl_loss(outputs, targets).item(), 4)
+        0.9313
+        >>> round(cl_loss(outputs, targets, detach_anchor=True).item(), 4)   # same value
+        0.9313
+        >>> binning = CoarseGrainedBinning.preset("sims")
+        >>> binning(targets["M"])                    # classes: samples 0, 1 and 2, 3 pair up
+        tensor([0, 0, 2, 2])
+        >>> round(cl_loss(outputs, targets, label_binning=binning).item(), 4)
+        2.5926
+    """
+    prediction, y = _prediction_and_label(outputs, targets)
     features = _features(outputs, "features", [prediction.shape[0], None], "or pass cl=False")
-    if "T_s" not in features or not {"A_s", "V_s"} & features.keys():
-        return None  # no anchor, or no anchor with a positive
-    pairs = text_anchored_pairs(**features)
-    return contrastive(pairs.anchor, pairs.candidates, pairs.positive_mask, pairs.valid_mask)
+    if "T_s" not in features:
+        return None  # no anchor
+    contrastive = MultiNTXentLoss() if contrastive is None else contrastive
+    parts: list[Tensor] = []
+    built = pairs(**features) if {"A_s", "V_s"} & features.keys() else None
+    if built is not None:
+        anchor = built.anchor.detach() if detach_anchor else built.anchor
+        parts.append(
+            contrastive(anchor, built.candidates, built.positive_mask, built.valid_mask)
+        )
+    if label_binning is not None:
+        parts.append(
+            multi_nt_xent_from_labels(
+                features["T_s"], label_binning(y),
+                temperature=contrastive.temperature, form=contrastive.form,
+            )
+        )
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else parts[0] + parts[1]
 
 
 # ----------------------------------------------------------------------------------- checks
@@ -406,11 +713,34 @@ def _prediction_and_label(
     return prediction, y.to(prediction.dtype)
 
 
-def _check_dmmsa_batch(
-    outputs: Mapping[str, Any], targets: Mapping[str, Any], *, uni: bool
+def check_dmmsa_batch(
+    outputs: Mapping[str, Any], targets: Mapping[str, Any], *, uni: bool = True
 ) -> None:
-    """Once per batch, before the DMMSA tasks: the checks of :func:`_prediction_and_label`, and
-    every label the objective uses must be finite (one device synchronisation for all of them).
+    """The batch check of the DMMSA objective, run once per batch before its terms.
+
+    ``outputs["prediction"]`` must be a floating-point ``[B]`` tensor with ``B >= 1``, and every
+    label the terms use must be a floating-point ``[B]`` tensor on its device and finite:
+    ``targets["M"]``, and with ``uni=True`` the ``targets["T"|"A"|"V"]`` that :func:`uni_loss`
+    reads (those of the dissimilarity features present in ``outputs["unimodal"]``). The
+    finiteness check reads the values: one device synchronisation for all of them. Pass it as
+    ``check_batch=functools.partial(check_dmmsa_batch, uni=...)`` to a
+    :class:`MultiTaskObjective` built from the DMMSA terms.
+
+    Raises:
+        TypeError: If the prediction or a used label is not a floating-point tensor.
+        ValueError: If a shape is wrong, the batch is empty, a used label is on another device
+            or holds NaN or inf (the message names it and counts the bad values).
+
+    Example:
+        >>> import torch
+        >>> from mtobjectives import check_dmmsa_batch
+        >>> outputs = {"prediction": torch.zeros(2)}
+        >>> check_dmmsa_batch(outputs, {"M": torch.tensor([0.5, 0.0])})  # a good batch
+        >>> bad = {"M": torch.tensor([0.5, float("nan")])}
+        >>> check_dmmsa_batch(outputs, bad)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        ValueError: targets['M'] must be finite ... got 1 NaN and 0 inf value(s)
     """
     prediction, _ = _prediction_and_label(outputs, targets)
     keys = ["M"]
@@ -511,3 +841,51 @@ def _check_task_loss(name: str, loss: object) -> Tensor:
             f"task {name!r} must return a scalar (0-d) loss, got shape {tuple(loss.shape)}"
         )
     return loss
+
+
+def _check_schedules(
+    schedules: Mapping[str, TaskSchedule] | None, tasks: Mapping[str, Task]
+) -> dict[str, TaskSchedule]:
+    if schedules is None:
+        return {}
+    if not isinstance(schedules, Mapping):
+        raise TypeError(
+            f"schedules must be a mapping from task name to schedule, "
+            f"got {type(schedules).__name__}"
+        )
+    for name, schedule in schedules.items():
+        if name not in tasks:
+            raise ValueError(
+                f"schedules names the unknown task {name!r}; the tasks are {list(tasks)}"
+            )
+        if not callable(schedule):
+            raise TypeError(
+                f"schedules[{name!r}] must be callable (stage -> factor), "
+                f"got {type(schedule).__name__}"
+            )
+    return dict(schedules)
+
+
+class _StageCounter(nn.Module):
+    """The number of finished stages of :class:`MultiTaskObjective`'s schedules.
+
+    Kept as a Python ``int`` (reading it never synchronises a device) and saved in
+    ``state_dict()`` as this module's extra state, a 0-d int64 tensor.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.completed = 0
+
+    def get_extra_state(self) -> Tensor:
+        return torch.tensor(self.completed, dtype=torch.long)
+
+    def set_extra_state(self, state: Any) -> None:
+        if not isinstance(state, Tensor) or state.dim() != 0 or state.is_floating_point():
+            raise ValueError(
+                f"the schedules' stage counter must be a 0-d integer tensor, got {state!r}"
+            )
+        self.completed = int(state)
+
+    def extra_repr(self) -> str:
+        return f"completed={self.completed}"

@@ -1,4 +1,4 @@
-r"""Task weighting for multi-task training: GDWG (Eq. 13–14), DWA and equal weights.
+r"""Task weighting for multi-task training: GDWG (Eq. 13–14), DWA, equal and uncertainty weights.
 
 A weighter is an ordinary :class:`torch.nn.Module` that turns the :math:`K` task losses of a batch
 into one weighted scalar :math:`\sum_k \lambda_k L_k`; the caller owns ``backward()``. The weights
@@ -9,10 +9,12 @@ loss of every task over that stage.
 Protocol shared by every weighter:
 
 - ``weighter(losses, present=None)`` returns :math:`\sum_{k\,\text{present}} \lambda_k L_k`. The
-  gradient flows to the losses, never to the (detached) weights. In training mode
-  (``weighter.train()``, the default) the detached losses of the present tasks are also added to
-  the running sums of the current stage; in evaluation mode (``weighter.eval()``) nothing is
-  recorded, so validation batches never influence the weights.
+  gradient flows to the losses, never to the (detached) weights; the exception is
+  :class:`UncertaintyWeighter`, whose weights are learned parameters and whose sum adds a term
+  :math:`r_k` per task (``weighter.contributions(...)`` gives the :math:`K` terms of the sum).
+  In training mode (``weighter.train()``, the default) the detached losses of the present tasks
+  are also added to the running sums of the current stage; in evaluation mode
+  (``weighter.eval()``) nothing is recorded, so validation batches never influence the weights.
   An absent task adds nothing and is not counted; the weights of the present tasks are used as
   they are (not renormalized), so a task's weight in a batch does not depend on which other
   tasks happen to be present.
@@ -38,7 +40,7 @@ from torch import Tensor, nn
 
 from mtobjectives._validation import check_choice, check_floating, check_positive, check_shape
 
-__all__ = ["DWAWeighter", "EqualWeighter", "GDWGWeighter", "Weighter"]
+__all__ = ["DWAWeighter", "EqualWeighter", "GDWGWeighter", "UncertaintyWeighter", "Weighter"]
 
 _SCALES = ("sum_one", "num_tasks")
 
@@ -148,7 +150,25 @@ class Weighter(nn.Module):
 
         Returns:
             The weighted sum, a scalar in the dtype of ``losses``, differentiable with respect to
-            ``losses`` (the weights are constants).
+            ``losses`` (the weights are constants; :class:`UncertaintyWeighter`'s are learned
+            and receive a gradient too). It is ``contributions(losses, present=present).sum()``.
+        """
+        return self.contributions(losses, present=present).sum()
+
+    def contributions(self, losses: Tensor, *, present: Tensor | None = None) -> Tensor:
+        """The contribution of each task to :meth:`forward`'s sum; record the losses if training.
+
+        The contribution of task :math:`k` is :math:`\\lambda_k L_k + r_k` when it is present
+        and 0 when it is absent, where :math:`r_k` is the weighter's additive term
+        (:meth:`regularizers`; 0 for the stage-wise weighters). A caller that scales the tasks
+        (e.g. :class:`~mtobjectives.MultiTaskObjective`'s schedules) multiplies these.
+
+        Args:
+            losses: the :math:`K` unweighted task losses, as for :meth:`forward`.
+            present: which tasks were computed in this batch (``None``: all of them).
+
+        Returns:
+            A tensor of shape :math:`(K)` in the dtype of ``losses``.
         """
         check_floating("losses", losses)
         check_shape("losses", losses, [self.num_tasks])
@@ -157,8 +177,17 @@ class Weighter(nn.Module):
             with torch.no_grad():
                 self.stage_loss_sum += torch.where(present, losses.detach().double(), 0.0)
                 self.stage_loss_count += present.long()
-        weighted = self.task_weights.to(losses.dtype) * losses
-        return torch.where(present, weighted, torch.zeros_like(weighted)).sum()
+        weighted = self._weighted_losses(losses, present)
+        return torch.where(present, weighted, torch.zeros_like(weighted))
+
+    def regularizers(self) -> Tensor | None:
+        """The additive terms :math:`r_k` of the tasks, shape :math:`(K)`, or ``None`` (none).
+
+        ``None`` for the stage-wise weighters (GDWG, DWA, equal), whose contribution is
+        :math:`\\lambda_k L_k`; :class:`UncertaintyWeighter` returns its log-variances
+        :math:`s_k` (with their gradient).
+        """
+        return None
 
     def step(self) -> None:
         """End the current stage: compute the weights of the next one and clear the sums.
@@ -192,6 +221,10 @@ class Weighter(nn.Module):
             self.task_weights.copy_(self._equal_weights())
 
     # ------------------------------------------------------------------------ for subclasses
+    def _weighted_losses(self, losses: Tensor, present: Tensor) -> Tensor:
+        """:math:`\\lambda_k L_k` (+ :math:`r_k`) for every task; absent entries are discarded."""
+        return self.task_weights.to(losses.dtype) * losses
+
     def _next_weights(self, sums: Tensor, counts: Tensor) -> Tensor:
         """Return :math:`\\lambda(t+1)` (float64, shape :math:`(K)`) at the end of stage ``t``.
 
@@ -464,3 +497,111 @@ class EqualWeighter(Weighter):
 
     def _next_weights(self, sums: Tensor, counts: Tensor) -> Tensor:
         return self._equal_weights()
+
+
+class UncertaintyWeighter(Weighter):
+    r"""Homoscedastic uncertainty weighting (Kendall, Gal and Cipolla, 2018).
+
+    Each task :math:`k` has a learned log-variance :math:`s_k = \log \sigma_k^2`, and the
+    weighted sum is
+
+    .. math::
+
+        \mathcal{L} = \sum_{k=1}^{K} m_k \big( e^{-s_k} L_k + s_k \big), \qquad
+        \frac{\partial \mathcal{L}}{\partial s_k} = m_k \big( 1 - e^{-s_k} L_k \big)
+
+    where
+
+    - :math:`L_k` is the unweighted loss of task :math:`k` in the batch and :math:`m_k` the
+      ``present`` mask,
+    - :math:`\lambda_k = e^{-s_k}` is the task's weight (:attr:`weights`), and the additive
+      :math:`r_k = s_k` (:meth:`regularizers`) keeps :math:`s_k` from growing without bound:
+      for a fixed :math:`L_k > 0` the sum is smallest at :math:`s_k^* = \log L_k`, where
+      :math:`\lambda_k = 1 / L_k`.
+
+    This is the form commonly used in multi-task code; Kendall et al.'s regression likelihood
+    is :math:`\tfrac12 e^{-s_k} L_k + \tfrac12 s_k`, the same up to the factor :math:`\tfrac12`.
+
+    How it fits the :class:`Weighter` interface: the weights are not constants of a stage but
+    :class:`torch.nn.Parameter` s (:attr:`log_variances`) that the caller's optimizer updates.
+    :meth:`forward` returns the whole sum above, :meth:`contributions` its :math:`K` terms
+    :math:`e^{-s_k} L_k + s_k`, and :meth:`regularizers` the :math:`s_k`, so that a
+    :class:`~mtobjectives.MultiTaskObjective` reports ``loss = sum(weights * terms) +
+    sum(regularizers)``. Give the optimizer the objective's parameters too, e.g.
+    ``torch.optim.AdamW([*model.parameters(), *objective.parameters()])``: without them the
+    weights stay at their initial value. :meth:`step` only counts stages (the weights do not
+    depend on them), and the losses are recorded in training mode like every weighter's. The
+    log-variances are in ``state_dict()``; :meth:`reset` sets them back to
+    ``init_log_variance``. Under :mod:`torch.distributed` they are parameters outside your
+    model: include them in the module you wrap with ``DistributedDataParallel`` or all-reduce
+    their gradients, so that every rank keeps the same weights.
+
+    Args:
+        num_tasks: number of weighted tasks :math:`K`.
+        init_log_variance: the initial :math:`s_k` of every task (default 0: weights 1).
+        task_names: optional task names for error messages.
+
+    Shape:
+        - Input ``losses``: :math:`(K)`; ``present``: :math:`(K)` bool or ``None``.
+        - Output: :math:`()`.
+
+    Example:
+        >>> import torch
+        >>> from mtobjectives.weighting import UncertaintyWeighter
+        >>> weighter = UncertaintyWeighter(2)
+        >>> total = weighter(torch.tensor([2.0, 0.5]))   # e^0 * 2 + 0 + e^0 * 0.5 + 0
+        >>> total
+        tensor(2.5000, grad_fn=<SumBackward0>)
+        >>> total.backward()
+        >>> weighter.log_variances.grad                   # 1 - e^{-s} L
+        tensor([-1.0000,  0.5000])
+    """
+
+    log_variances: nn.Parameter
+
+    def __init__(
+        self,
+        num_tasks: int,
+        *,
+        init_log_variance: float = 0.0,
+        task_names: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__(num_tasks, scale="num_tasks", task_names=task_names)
+        if isinstance(init_log_variance, bool) or not isinstance(init_log_variance, (int, float)):
+            raise TypeError(
+                f"init_log_variance must be a real number, got {type(init_log_variance).__name__}"
+            )
+        if not math.isfinite(init_log_variance):
+            raise ValueError(f"init_log_variance must be finite, got {init_log_variance!r}")
+        self.init_log_variance = float(init_log_variance)
+        #: :math:`s_k = \log \sigma_k^2`, one learned log-variance per task.
+        self.log_variances = nn.Parameter(torch.full((num_tasks,), self.init_log_variance))
+
+    @property
+    def weights(self) -> Tensor:
+        """The weights :math:`e^{-s_k}`, detached, shape :math:`(K)`."""
+        return torch.exp(-self.log_variances.detach()).to(torch.get_default_dtype(), copy=True)
+
+    def regularizers(self) -> Tensor:
+        """The additive terms :math:`r_k = s_k` (the log-variances, with their gradient)."""
+        return self.log_variances
+
+    def reset(self) -> None:
+        """Back to stage 1 with every :math:`s_k` at ``init_log_variance``."""
+        super().reset()
+        with torch.no_grad():
+            self.log_variances.fill_(self.init_log_variance)
+
+    def _weighted_losses(self, losses: Tensor, present: Tensor) -> Tensor:
+        # Absent entries may hold anything (NaN included): zero them first, so that they reach
+        # neither the value nor the gradient of s_k.
+        losses = torch.where(present, losses, torch.zeros_like(losses))
+        s = self.log_variances.to(losses.dtype)
+        return torch.exp(-s) * losses + s
+
+    def _next_weights(self, sums: Tensor, counts: Tensor) -> Tensor:
+        return self.task_weights.clone()  # unused: the weights are the learned e^{-s_k}
+
+    def extra_repr(self) -> str:
+        names = "" if self.task_names is None else f", task_names={list(self.task_names)}"
+        return f"num_tasks={self.num_tasks}, init_log_variance={self.init_log_variance}{names}"
