@@ -14,6 +14,18 @@ turns the pairs of two rows into the numbers a table and a figure show:
   replicates, and count the seeds in which the variant is better.
 - :func:`paired_table_markdown` and :func:`plot_paired_differences`: the table rows and the figure.
 
+A table's paired section, from each row's test metrics per run (``results.json``'s ``"test"``)::
+
+    runs = {"baseline": {(fold, seed): test, ...}, "dmmsa": {...}, ...}
+    summaries = {name: [paired_summary(runs["baseline"], row, "MAE", lower_is_better=True),
+                        paired_summary(runs["baseline"], row, "Corr", lower_is_better=False)]
+                 for name, row in runs.items() if name != "baseline"}
+    lines = paired_table_markdown(summaries) + ["", paired_table_note("baseline")]
+    plot_paired_differences(summaries, out / "paired_differences.png")
+
+Rows must hold the same (fold, seed) pairs; to pair only the runs both have, pass both restricted
+to ``row.keys() & runs["baseline"].keys()``.
+
 NumPy only; matplotlib is imported by the plotting function alone.
 """
 
@@ -34,7 +46,8 @@ __all__ = ["EXACT_MAX_N", "PairedSummary", "paired_bootstrap_ci", "paired_summar
 EXACT_MAX_N = 50
 """Up to this many non-zero differences ``method="auto"`` computes the exact null distribution."""
 
-RunValues = Mapping[tuple[int, int], "float | Mapping[str, float]"]
+RunValues = Mapping[tuple[int, int], float | Mapping[str, float]]
+"""One row of a table: ``{(fold, seed): value}``, a value being a number or a metrics dict."""
 
 
 def _differences(differences: Sequence[float] | np.ndarray, name: str = "differences"
@@ -155,7 +168,8 @@ def paired_bootstrap_ci(differences: Sequence[float] | np.ndarray, *, confidence
     cluster, all the pairs of one label drawn together: the cluster bootstrap, for pairs that
     are not independent, such as the folds of one seed. ``paired_summary`` clusters by seed.
     With few clusters (5 seeds) the percentile interval is known to be too narrow; read it as a
-    description of the seed spread, not as an exact 95 % guarantee.
+    description of the seed spread, not as an exact 95 % guarantee; one cluster gives an
+    interval of zero width.
 
     The means are computed relative to the first difference, so a constant input gives exactly
     its value as both ends. The same arguments give the same interval (NumPy's
@@ -379,9 +393,9 @@ def paired_table_markdown(summaries: Mapping[str, Sequence[PairedSummary]], *,
     """
     metrics = _metric_order(summaries)
     header = "| objective | seeds | pairs |"
-    for rows in zip(*summaries.values()):
-        name, level = rows[0].metric, round(100 * rows[0].confidence)
-        header += f" Δ {name} | {level}% CI | p ({name}) | better ({name}) |"
+    for s in next(iter(summaries.values())):
+        header += (f" Δ {s.metric} | {round(100 * s.confidence)}% CI | p ({s.metric}) | "
+                   f"better ({s.metric}) |")
     lines = [header, "|---" * (3 + 4 * len(metrics)) + "|"]
     for label, rows in summaries.items():
         cells = [label, str(rows[0].n_seeds), str(rows[0].n_pairs)]
