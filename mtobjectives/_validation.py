@@ -8,8 +8,11 @@ a traceback from deep inside PyTorch to learn what they passed wrong.
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 from collections.abc import Collection, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -17,7 +20,9 @@ __all__ = [
     "check_choice",
     "check_finite",
     "check_floating",
+    "check_int",
     "check_positive",
+    "check_real",
     "check_same_device",
     "check_shape",
     "check_tensor",
@@ -69,15 +74,39 @@ def check_same_device(**tensors: Tensor | None) -> None:
         raise ValueError(f"all tensors must be on the same device, got {listing}")
 
 
-def check_positive(name: str, value: float, *, allow_zero: bool = False) -> float:
-    """Require a finite real number > 0 (or >= 0 with ``allow_zero``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+def check_int(name: str, value: object, *, expected: str = "an int") -> int:
+    """Return ``value`` as an ``int`` if it is an integer, else raise a :class:`TypeError`.
+
+    Python and NumPy integers (``np.int64``, ``np.uint8``, ...) are accepted, as anything that
+    registers as :class:`numbers.Integral`; bools (Python's and NumPy's) are refused, as are
+    floats with an integral value and tensors. ``expected`` is the wording of the message
+    (``"an int"``, ``"a positive int"``, ...); the caller checks the range.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be {expected}, got {type(value).__name__}")
+    return operator.index(value)
+
+
+def check_real(name: str, value: object) -> float:
+    """Return ``value`` as a ``float`` if it is a real number, else raise a :class:`TypeError`.
+
+    Python and NumPy numbers (``np.float32``, ``np.int64``, ...) are accepted, as anything that
+    registers as :class:`numbers.Real`; bools (Python's and NumPy's) and tensors are refused.
+    Finiteness and range are left to the caller.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    ok = math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+    return float(value)
+
+
+def check_positive(name: str, value: float, *, allow_zero: bool = False) -> float:
+    """Require a finite real number > 0 (or >= 0 with ``allow_zero``); return it as ``float``."""
+    number = check_real(name, value)
+    ok = math.isfinite(number) and (number >= 0 if allow_zero else number > 0)
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
-    return float(value)
+        raise ValueError(f"{name} must be a finite number {bound}, got {number!r}")
+    return number
 
 
 def check_choice(name: str, value: object, choices: Collection[object]) -> None:

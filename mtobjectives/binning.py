@@ -10,13 +10,19 @@ the optional "restricted prediction scope" of Fig. 6.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
 
-from mtobjectives._validation import check_choice, check_floating, check_same_device, check_tensor
+from mtobjectives._validation import (
+    check_choice,
+    check_floating,
+    check_int,
+    check_real,
+    check_same_device,
+    check_tensor,
+)
 
 __all__ = ["CoarseGrainedBinning"]
 
@@ -38,11 +44,10 @@ def _real(name: str, value: object) -> float:
     """Return ``value`` as a finite ``float``; reject bools, non-numbers and non-finite values."""
     if isinstance(value, Tensor) and value.numel() == 1 and value.dtype != torch.bool:
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return float(value)
+    number = check_real(name, value)
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be finite, got {number!r}")
+    return number
 
 
 def _reject_nan(name: str, value: Tensor) -> None:
@@ -174,8 +179,7 @@ class CoarseGrainedBinning(nn.Module):
         key = dataset.lower()
         check_choice("dataset", key, tuple(_PRESETS))
         closed, low, high, table = _PRESETS[key]
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int):
-            raise TypeError(f"num_classes must be an int, got {type(num_classes).__name__}")
+        num_classes = check_int("num_classes", num_classes)
         if num_classes not in table:
             options = " | ".join(str(c) for c in table)
             raise ValueError(

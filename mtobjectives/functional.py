@@ -11,10 +11,19 @@ Two entry points share one definition of the loss:
   pairs.
 
 Both compute cosine similarity, divide by the temperature and take masked log-sum-exps (never
-``exp`` of raw logits), so that the loss and its gradient are finite for finite inputs of any
-scale. Half-precision inputs are computed in float32 and the result is returned in the input
+``exp`` of raw logits), so that the loss is finite for finite inputs of any scale. The gradient
+is the exact one up to rounding, finite wherever its size fits the dtype: the gradient of a
+cosine with respect to a vector :math:`x` is of size up to about
+:math:`2 / (\tau \lVert x \rVert)`, more than float32 holds for
+:math:`\lVert x \rVert \lesssim 6 \cdot 10^{-39} / \tau` (e.g. the subnormal scale 1e-40)
+and more than float16 holds for
+:math:`\lVert x \rVert \lesssim 3 \cdot 10^{-5} / \tau`; there it is ``inf``, the exact
+value rounded, and a training loop's non-finite-gradient guard (or ``GradScaler``) must catch
+it. Half-precision inputs are computed in float32 and the result is returned in the input
 dtype; inside a :func:`torch.autocast` region autocast is switched off for the computation, so
-that holds there too (and ``backward()`` may run inside or outside the region).
+that holds there too (and ``backward()`` may run inside or outside the region). A temperature
+for which an anchor's loss (up to :math:`2 / \tau + \log K`) would overflow the returned dtype
+(float16: :math:`\tau < 3 \cdot 10^{-5}`) raises :class:`ValueError`.
 """
 
 from __future__ import annotations
@@ -128,24 +137,31 @@ def multi_nt_xent(
     (its gradient is zero, not an error); ``return_count=True`` makes this observable.
 
     Numerics: masked log-sum-exps (never ``exp`` of raw logits), and each vector is divided by
-    its largest absolute entry before it is normalised, so value and gradient are finite for
-    finite inputs of any scale and any :math:`\tau` whose inverse is finite. Half-precision
-    inputs are computed in float32, also under :func:`torch.autocast` (switched off inside);
-    note that the gradient of a cosine grows like :math:`1 / (\lVert x \rVert \tau)` and, for
-    tiny float16 inputs, can exceed what float16 holds. A NaN or inf that takes part in the loss
-    (in an anchor with a positive, or in one of its candidates inside ``valid_mask``) makes that
-    anchor's loss, and so the mean and the sum, NaN; it is not checked, to avoid a device
-    synchronisation. Entries that take no part (candidates outside ``valid_mask``, anchors
-    without a positive and their candidates) are replaced by zeros before any arithmetic, so a
-    non-finite value there changes neither the loss nor the gradient, which stay finite (that
-    entry's own gradient is 0).
+    its largest absolute entry before it is normalised, so the value is finite for finite inputs
+    of any scale and any :math:`\tau` whose inverse is finite, and the gradient is the exact
+    one up to rounding, finite wherever its size fits the dtype. The gradient of a cosine grows
+    like :math:`1 / (\lVert x \rVert \tau)` and exceeds what the input dtype holds, giving
+    ``inf``, for tiny inputs: :math:`\lVert x \rVert \lesssim 6 \cdot 10^{-39} / \tau` in
+    float32 (subnormal inputs such as 1e-40), :math:`\lesssim 3 \cdot 10^{-5} / \tau` in
+    float16. Half-precision inputs are computed in float32, also under :func:`torch.autocast`
+    (switched off inside), and the loss is returned in their dtype, so a :math:`\tau` for which
+    an anchor's loss (at most :math:`2 / \tau + \log K`) would overflow it raises
+    :class:`ValueError` (float16: :math:`\tau \lesssim 3 \cdot 10^{-5}`); with
+    ``reduction="sum"`` the sum over anchors can still exceed float16.
+
+    A NaN or inf that takes part in the loss (in an anchor with a positive, or in one of its
+    candidates inside ``valid_mask``) makes that anchor's loss, and so the mean and the sum,
+    NaN; it is not checked, to avoid a device synchronisation. Entries that take no part
+    (candidates outside ``valid_mask``, anchors without a positive and their candidates) are
+    replaced by zeros before any arithmetic, so a non-finite value there changes neither the
+    loss nor the gradient, which stay finite (that entry's own gradient is 0).
 
     Args:
         anchor: Anchor embeddings (any scale; they are L2-normalised here).
         candidates: ``K`` candidate embeddings per anchor.
         positive_mask: ``True`` where a candidate is a positive of its anchor.
         valid_mask: ``True`` where a candidate takes part at all (default: all of them).
-        temperature: :math:`\tau > 0`, finite.
+        temperature: :math:`\tau > 0`, finite (a Python or NumPy number).
         form: ``"in"`` (the paper's Eq. 3) or ``"out"`` (SupCon's :math:`\mathcal{L}_{out}`).
         reduction: ``"mean"`` over anchors with a positive, ``"sum"`` or ``"none"``.
         return_count: Also return the number of anchors with at least one positive.
@@ -180,7 +196,7 @@ def multi_nt_xent(
         >>> F.multi_nt_xent(anchor, candidates, positive_mask, reduction="none").shape
         torch.Size([4])
     """
-    _check_options(temperature, form, reduction, return_count)
+    temperature = _check_options(temperature, form, reduction, return_count)
     check_floating("anchor", anchor)
     check_floating("candidates", candidates)
     check_shape("anchor", anchor, ("B", "D"))
@@ -198,7 +214,7 @@ def multi_nt_xent(
 
     out_dtype = torch.promote_types(anchor.dtype, candidates.dtype)
     compute_dtype = _compute_dtype(out_dtype)
-    _check_temperature_range(temperature, compute_dtype)
+    _check_temperature_range(temperature, compute_dtype, out_dtype, num_candidates)
 
     valid = torch.ones_like(positive_mask) if valid_mask is None else valid_mask
     positive = positive_mask & valid
@@ -362,7 +378,7 @@ def multi_nt_xent_from_labels(
         >>> print(f"{loss.item():.4f}", count.item())
         1.7380 5
     """
-    _check_options(temperature, form, reduction, return_count)
+    temperature = _check_options(temperature, form, reduction, return_count)
     check_floating("embeddings", embeddings)
     check_shape("embeddings", embeddings, ("N", "D"))
     check_tensor("labels", labels)
@@ -374,7 +390,7 @@ def multi_nt_xent_from_labels(
 
     out_dtype = embeddings.dtype
     compute_dtype = _compute_dtype(out_dtype)
-    _check_temperature_range(temperature, compute_dtype)
+    _check_temperature_range(temperature, compute_dtype, out_dtype, embeddings.shape[0] - 1)
 
     with _no_autocast(embeddings.device):
         x = embeddings.to(compute_dtype)
@@ -528,7 +544,8 @@ def _prescale(x: Tensor) -> Tensor:
 
     The divisor is a detached constant and cosine similarity is scale invariant, so values and
     gradients are unchanged, but squared norms can no longer overflow or underflow: the loss is
-    finite for finite inputs of any scale.
+    finite for finite inputs of any scale (the gradient, of size about ``1 / |x|``, only where
+    the dtype holds it).
     """
     if x.shape[-1] == 0:
         return x
@@ -617,21 +634,39 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def _check_options(temperature: float, form: str, reduction: str, return_count: bool) -> None:
-    check_positive("temperature", temperature)
+def _check_options(temperature: float, form: str, reduction: str, return_count: bool) -> float:
+    """Check the options; return ``temperature`` as a Python ``float`` (it may be NumPy's)."""
+    temperature = check_positive("temperature", temperature)
     check_choice("form", form, FORMS)
     check_choice("reduction", reduction, REDUCTIONS)
     if not isinstance(return_count, bool):
         raise TypeError(f"return_count must be a bool, got {type(return_count).__name__}")
+    return temperature
 
 
-def _check_temperature_range(temperature: float, compute_dtype: torch.dtype) -> None:
-    """Require ``1 / temperature`` to be representable in the dtype the loss is computed in."""
+def _check_temperature_range(
+    temperature: float, compute_dtype: torch.dtype, out_dtype: torch.dtype, num_candidates: int
+) -> None:
+    """Require ``1 / temperature`` to be representable in the dtype the loss is computed in,
+    and every anchor's loss in the dtype it is returned in.
+
+    An anchor's loss is at most ``2 / temperature + log K`` (its logits lie in
+    ``[-1 / temperature, 1 / temperature]``), a bound that a float16 loss exceeds for
+    temperatures below about 3e-5.
+    """
     largest = torch.finfo(compute_dtype).max
     if 1.0 / temperature > largest:
         raise ValueError(
             f"temperature must be >= {1.0 / largest:.3g} for {compute_dtype} computation "
             f"(1 / temperature overflows), got {temperature!r}"
+        )
+    log_k = math.log(max(num_candidates, 1))
+    returned = torch.finfo(out_dtype).max
+    if 2.0 / temperature + log_k > returned:
+        raise ValueError(
+            f"temperature must be >= {2.0 / (returned - log_k):.3g} for a {out_dtype} loss "
+            f"(an anchor's loss can reach 2 / temperature + log K, more than {out_dtype} "
+            f"holds), got {temperature!r}"
         )
 
 

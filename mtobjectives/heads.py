@@ -15,7 +15,13 @@ from typing import TypedDict
 import torch
 from torch import Tensor, nn
 
-from mtobjectives._validation import check_floating, check_same_device, check_shape
+from mtobjectives._validation import (
+    check_floating,
+    check_int,
+    check_real,
+    check_same_device,
+    check_shape,
+)
 
 __all__ = ["MODALITIES", "DMMSAOutputs", "DecompositionHead"]
 
@@ -37,9 +43,10 @@ class DMMSAOutputs(TypedDict):
 
 
 def _check_width(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
+    width = check_int(name, value, expected="a positive int")
+    if width < 1:
+        raise ValueError(f"{name} must be a positive int, got {width!r}")
+    return width
 
 
 def _check_widths(name: str, value: object) -> tuple[int, ...]:
@@ -94,6 +101,14 @@ class DecompositionHead(nn.Module):
     no dropout, as in ConFEDE's ``BaseClassifier``; dropout sits at the end of each projector.
     Any non-empty subset of ``T``/``A``/``V`` works: the concatenation then holds
     :math:`2M` features for :math:`M` modalities, always in the order ``T, A, V``.
+
+    Features of another floating dtype than the head's parameters (e.g. ``float64`` from NumPy,
+    or ``float16`` from a half-precision backbone, into a ``float32`` head) are cast to the
+    parameters' dtype before the first layer, so the head computes, and returns, in its own
+    dtype; gradients flow back to the features in their own dtype. Inside a
+    :func:`torch.autocast` region the features are passed on unchanged and autocast chooses
+    the dtypes, as for any layer. Features on another device than the parameters raise a
+    :class:`ValueError` naming both devices (nothing is moved between devices silently).
 
     Args:
         in_dims: the feature width :math:`d_m` of each modality, e.g. ``{"T": 768, "A": 768}``;
@@ -161,8 +176,7 @@ class DecompositionHead(nn.Module):
             raise ValueError(f"num_classes must be >= 2, got {num_classes!r}")
         fusion_hidden = _check_widths("fusion_hidden", fusion_hidden)
         unimodal_hidden = _check_widths("unimodal_hidden", unimodal_hidden)
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
-            raise TypeError(f"dropout must be a real number, got {type(dropout).__name__}")
+        dropout = check_real("dropout", dropout)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
 
@@ -187,9 +201,15 @@ class DecompositionHead(nn.Module):
         """Decompose ``features`` and run the three heads (see the class docstring)."""
         self._check_features(features)
         decomposed: dict[str, Tensor] = {}
+        device_type = features[self.modalities[0]].device.type
+        autocast = torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(
+            device_type
+        )
         for m in self.modalities:
-            decomposed[f"{m}_s"] = self.similarity[m](features[m])
-            decomposed[f"{m}_d"] = self.dissimilarity[m](features[m])
+            # Another floating dtype is cast to the head's, outside autocast (class docstring).
+            x = features[m] if autocast else features[m].to(self.similarity[m][0].weight.dtype)
+            decomposed[f"{m}_s"] = self.similarity[m](x)
+            decomposed[f"{m}_d"] = self.dissimilarity[m](x)
         stacked = list(decomposed.values())
         fused = torch.cat(stacked, dim=-1)
         # One call of the shared head on all 2M features: [2M, B, D] -> [2M, B].
@@ -221,6 +241,14 @@ class DecompositionHead(nn.Module):
         if len(set(batch_sizes.values())) > 1:
             raise ValueError(f"features must share the batch size B, got {batch_sizes}")
         check_same_device(**{f"features[{m!r}]": features[m] for m in self.modalities})
+        first = self.modalities[0]
+        device = self.similarity[first][0].weight.device
+        if features[first].device != device:
+            raise ValueError(
+                f"features must be on the device of the head's parameters ({device}), got "
+                f"features[{first!r}] on {features[first].device}; move the features or the "
+                f"head with .to(device)"
+            )
 
     def extra_repr(self) -> str:
         return (

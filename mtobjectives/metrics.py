@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mtobjectives._validation import check_choice
+from mtobjectives._validation import check_choice, check_int
 
 __all__ = ["msa_metrics"]
 
@@ -98,6 +98,19 @@ def _pearson(pred: np.ndarray, target: np.ndarray) -> float:
         return np.corrcoef(pred, target)[0][1]
 
 
+def _mae(pred: np.ndarray, target: np.ndarray) -> np.float64:
+    """Mean absolute error in the inputs' dtype, as MMSA; in float64 where that overflows.
+
+    Finite values whose differences exceed the dtype (float16 holds at most 65504) would give
+    ``inf`` with an overflow warning; they are computed in float64 instead.
+    """
+    with np.errstate(over="ignore"):
+        mae = np.mean(np.absolute(pred - target)).astype(np.float64)
+    if not np.isfinite(mae):
+        mae = np.mean(np.absolute(pred.astype(np.float64) - target.astype(np.float64)))
+    return mae
+
+
 def _mosi(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
     """MMSA's ``__eval_mosei_regression`` (also used for MOSI)."""
     binary_truth = target >= 0
@@ -110,7 +123,7 @@ def _mosi(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
         non0_f1 = _weighted_f1(non0_truth, non0_pred)
     else:  # MMSA raises IndexError here
         non0_acc = non0_f1 = math.nan
-    mae = np.mean(np.absolute(pred - target)).astype(np.float64)
+    mae = _mae(pred, target)
     return {
         "Has0_acc_2": float(np.mean(binary_truth == binary_pred)),
         "Has0_F1_score": _weighted_f1(binary_truth, binary_pred),
@@ -135,7 +148,7 @@ def _sims(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
     def accuracy(edges: tuple[float, ...]) -> np.float64:
         return _accuracy(_bins_right_closed(pred, edges), _bins_right_closed(target, edges))
 
-    mae = np.mean(np.absolute(pred - target)).astype(np.float64)
+    mae = _mae(pred, target)
     return {
         "Mult_acc_2": accuracy((0.0,)),
         "Mult_acc_3": accuracy((-0.1, 0.1)),
@@ -215,8 +228,9 @@ def msa_metrics(
 
     Values are computed in the inputs' own floating precision, as MMSA does with the tensors
     it is given (the bin edges, e.g. ``0.1``, are compared in that dtype; ``MAE`` is a mean in
-    that dtype). ``bfloat16`` is read as ``float32`` and integers as ``float64``. Papers
-    report accuracies and F1 multiplied by 100.
+    that dtype, or in float64 where the differences overflow it, e.g. float16 values of
+    :math:`\pm 6 \cdot 10^4`, where MMSA gives ``inf``). ``bfloat16`` is read as ``float32``
+    and integers as ``float64``. Papers report accuracies and F1 multiplied by 100.
 
     Args:
         pred: predictions :math:`\hat{y}`: a tensor (any device, any floating dtype, any shape),
@@ -270,8 +284,7 @@ def msa_metrics(
     key = dataset.lower()
     check_choice("dataset", key, _DATASETS)
     if decimals is not None:
-        if isinstance(decimals, bool) or not isinstance(decimals, int):
-            raise TypeError(f"decimals must be an int or None, got {type(decimals).__name__}")
+        decimals = check_int("decimals", decimals, expected="an int or None")
         if decimals < 0:
             raise ValueError(f"decimals must be >= 0 or None, got {decimals}")
     values = _COMPUTE[key](pred_array, target_array)

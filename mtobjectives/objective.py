@@ -215,6 +215,7 @@ class MultiTaskObjective(nn.Module):
                 f"no task produced a loss for this batch: every task in {list(self.tasks)} "
                 f"returned None"
             )
+        _check_one_device(present)
         dtype = functools.reduce(torch.promote_types, [loss.dtype for loss in present.values()])
         device = next(iter(present.values())).device
         total = torch.zeros((), dtype=dtype, device=device)
@@ -490,7 +491,7 @@ def msr_loss(
         tensor(0.8125)
     """
     prediction, y = _prediction_and_label(outputs, targets)
-    return F.smooth_l1_loss(prediction, y, beta=beta)
+    return F.smooth_l1_loss(prediction.to(y.dtype), y, beta=beta)
 
 
 def msc_loss(
@@ -558,7 +559,8 @@ def uni_loss(
         modality = name[0]  # "T", "A" or "V"
         unimodal = name.endswith("_d") and modality in targets
         label = _label(targets, modality, u) if unimodal else y
-        losses.append(F.smooth_l1_loss(u, label.to(u.dtype), beta=beta))
+        dtype = torch.promote_types(u.dtype, torch.float32)  # a float16 label could overflow
+        losses.append(F.smooth_l1_loss(u.to(dtype), label.to(dtype), beta=beta))
     return torch.stack(losses).mean()
 
 
@@ -695,7 +697,12 @@ def _label(targets: Mapping[str, Any], key: str, prediction: Tensor) -> Tensor:
 def _prediction_and_label(
     outputs: Mapping[str, Any], targets: Mapping[str, Any]
 ) -> tuple[Tensor, Tensor]:
-    """``outputs["prediction"]`` [B] and ``targets["M"]`` [B] (in the prediction's dtype)."""
+    """``outputs["prediction"]`` [B] and ``targets["M"]`` [B].
+
+    The label is returned in the prediction's dtype, but at least float32: a finite label cast
+    to float16 can overflow (float16 holds at most 65504), so the regression terms of half
+    precision predictions are computed, and returned, in float32.
+    """
     prediction = _required(outputs, "outputs", "prediction")
     check_floating("outputs['prediction']", prediction)
     if prediction.dim() == 2 and prediction.shape[-1] == 1:
@@ -710,7 +717,7 @@ def _prediction_and_label(
             "over the batch), got an empty batch of shape (0,)"
         )
     y = _label(targets, "M", prediction)
-    return prediction, y.to(prediction.dtype)
+    return prediction, y.to(torch.promote_types(prediction.dtype, torch.float32))
 
 
 def check_dmmsa_batch(
@@ -828,6 +835,14 @@ def _check_weighter(weighter: Weighter | None, dynamic: Sequence[str]) -> None:
             f"weighter must weight the {len(dynamic)} dynamic task(s) {list(dynamic)}, "
             f"got a weighter with num_tasks={weighter.num_tasks}"
         )
+
+
+def _check_one_device(losses: Mapping[str, Tensor]) -> None:
+    """The present tasks' losses must be on one device (they are summed and stacked)."""
+    devices = {loss.device for loss in losses.values()}
+    if len(devices) > 1:
+        listing = ", ".join(f"{name!r} on {loss.device}" for name, loss in losses.items())
+        raise ValueError(f"every task must return its loss on one device, got {listing}")
 
 
 def _check_task_loss(name: str, loss: object) -> Tensor:

@@ -27,30 +27,43 @@ Protocol shared by every weighter:
 - All state lives in buffers, so ``state_dict()``/``load_state_dict()`` restore it exactly, in the
   middle of a stage included: a resumed run continues identically and never restarts the baseline.
   The running statistics are kept in float64 whatever ``.half()``/``.to(dtype)`` is applied.
+  The settings the state depends on (the kind of weighter, ``num_tasks``, ``scale``,
+  ``temperature``, ``task_names``) are saved with it (under ``_extra_state``, as a ``uint8``
+  tensor holding their JSON, so that the state holds only tensors), and ``load_state_dict()``
+  refuses a state saved with other settings, naming each, before anything is copied. A state
+  saved without them (by an earlier version) loads unchecked.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from mtobjectives._validation import check_choice, check_floating, check_positive, check_shape
+from mtobjectives._validation import (
+    check_choice,
+    check_floating,
+    check_int,
+    check_positive,
+    check_shape,
+)
 
 __all__ = ["DWAWeighter", "EqualWeighter", "GDWGWeighter", "UncertaintyWeighter", "Weighter"]
 
 _SCALES = ("sum_one", "num_tasks")
+_SETTINGS_KEY = "_extra_state"  # where nn.Module keeps get_extra_state() in a state_dict
 
 
 def _check_num_tasks(num_tasks: object) -> int:
-    if isinstance(num_tasks, bool) or not isinstance(num_tasks, int):
-        raise TypeError(f"num_tasks must be an int, got {type(num_tasks).__name__}")
-    if num_tasks < 1:
-        raise ValueError(f"num_tasks must be >= 1, got {num_tasks!r}")
-    return num_tasks
+    number = check_int("num_tasks", num_tasks)
+    if number < 1:
+        raise ValueError(f"num_tasks must be >= 1, got {number!r}")
+    return number
 
 
 def _check_task_names(task_names: Sequence[str] | None, num_tasks: int) -> tuple[str, ...] | None:
@@ -303,6 +316,71 @@ class Weighter(nn.Module):
             if buffer.is_floating_point() and buffer.dtype != torch.float64:
                 setattr(self, name, buffer.double())
         return self
+
+    # --------------------------------------------------------------- settings in the state
+    def _settings(self) -> dict[str, Any]:
+        """The settings the state depends on; ``temperature`` where the weighter has one."""
+        settings: dict[str, Any] = {
+            "weighter": type(self).__name__,
+            "num_tasks": self.num_tasks,
+            "scale": self.scale,
+            "task_names": None if self.task_names is None else list(self.task_names),
+        }
+        temperature = getattr(self, "temperature", None)
+        if isinstance(temperature, float):
+            settings["temperature"] = temperature
+        return settings
+
+    def get_extra_state(self) -> Tensor:
+        """The settings as a ``uint8`` tensor of JSON (a state_dict of tensors only)."""
+        text = json.dumps(self._settings(), sort_keys=True)
+        return torch.frombuffer(bytearray(text.encode()), dtype=torch.uint8)
+
+    def set_extra_state(self, state: Any) -> None:
+        """Refuse a state saved with other settings, naming each that differs."""
+        owner = type(self).__name__
+        try:
+            saved = json.loads(bytes(state.cpu().tolist()).decode())
+            if not isinstance(saved, Mapping):
+                raise ValueError(type(saved).__name__)
+        except (AttributeError, TypeError, ValueError) as error:
+            raise ValueError(
+                f"{owner}.load_state_dict(): {_SETTINGS_KEY!r} must hold a weighter's settings "
+                f"(a uint8 tensor of JSON, as state_dict() saves them), got "
+                f"{type(state).__name__} ({error})"
+            ) from None
+        mine = self._settings()
+        differing = [
+            f"{key} {saved.get(key)!r} (saved) != {value!r} (this weighter)"
+            for key, value in mine.items()
+            if saved.get(key) != value
+            and not (key == "task_names" and None in (saved.get(key), value))
+        ]
+        if differing:
+            raise ValueError(
+                f"{owner}.load_state_dict(): the state was saved with other settings: "
+                f"{'; '.join(differing)}. Build the weighter with the saved settings to resume "
+                f"it; a state of other settings would mix two experiments"
+            )
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        key = prefix + _SETTINGS_KEY
+        if key in state_dict:  # checked before nn.Module copies any buffer
+            self.set_extra_state(state_dict[key])
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        if key not in state_dict and key in missing_keys:
+            missing_keys.remove(key)  # a state saved before the settings were: unchecked
 
     def extra_repr(self) -> str:
         names = "" if self.task_names is None else f", task_names={list(self.task_names)}"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import pickle
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as torch_F
+from hypothesis import given
+from hypothesis import strategies as st
 
 import mtobjectives as mt
 from dmmsa import data
@@ -175,6 +178,56 @@ def _loss_and_anchor_grad(
     return loss.detach(), anchor.grad
 
 
+def _tiny_gradients(form: str, labels: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss and input gradient for float32 embeddings at the subnormal scale 1e-40."""
+    if labels:
+        embeddings = (EMBEDDINGS * 1e-40).requires_grad_()
+        loss = F.multi_nt_xent_from_labels(embeddings, LABELS, form=form)
+    else:
+        embeddings = (ANCHOR * 1e-40).requires_grad_()
+        loss = F.multi_nt_xent(embeddings, CANDIDATES * 1e-40, POSITIVE, form=form)
+    loss.backward()
+    return loss.detach(), embeddings.grad
+
+
+def _finite_loss_inf_gradient(result: tuple[torch.Tensor, torch.Tensor]) -> bool:
+    """The exact gradient, about 1e40 here, rounds to inf in float32; the loss is finite."""
+    loss, grad = result
+    return bool(torch.isfinite(loss)) and bool(torch.isinf(grad).any())
+
+
+def _without_warnings(call: Callable[[], Any]) -> Any:
+    """``call()`` with every warning turned into an error."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return call()
+
+
+def _saved_weighter_state(**settings: Any) -> dict[str, torch.Tensor]:
+    """The state of a GDWG weighter (names Uni, CL) after one stage, built with ``settings``."""
+    weighter = GDWGWeighter(2, task_names=["Uni", "CL"], **settings)
+    weighter(torch.tensor([1.0, 2.0]))
+    weighter.step()
+    return weighter.state_dict()
+
+
+def _two_device_objective() -> mt.MultiTaskObjective:
+    return mt.MultiTaskObjective(
+        {"Uni": lambda o, t: torch.tensor(1.0), "CL": lambda o, t: torch.tensor(1.0, device=META)},
+        dynamic=["Uni", "CL"],
+    )
+
+
+def _head_outputs_agree(dtype: torch.dtype) -> bool:
+    """A float32 head on ``dtype`` features: float32 outputs, as on the features cast first."""
+    head, inputs = _head().eval(), _head_inputs()
+    out = head({m: x.to(dtype) for m, x in inputs.items()})
+    cast = head({m: x.to(dtype).float() for m, x in inputs.items()})
+    return out["prediction"].dtype == torch.float32 and torch.equal(
+        out["prediction"], cast["prediction"]
+    )
+
+
 # --------------------------------------------------------------------------------- rows
 @dataclass(frozen=True)
 class Case:
@@ -262,6 +315,20 @@ LIBRARY_ROWS = [
     row("ntx-return-count-not-bool",
         lambda: F.multi_nt_xent(ANCHOR, CANDIDATES, POSITIVE, return_count=1),
         raises=TypeError, match=r"return_count must be a bool"),
+    row("ntx-temperature-numpy-float32",
+        lambda: mt.MultiNTXentLoss(temperature=np.float32(0.5))(ANCHOR, CANDIDATES, POSITIVE),
+        returns=lambda loss: torch.equal(loss, NTX(ANCHOR, CANDIDATES, POSITIVE))),
+    row("ntx-temperature-numpy-bool", lambda: mt.MultiNTXentLoss(temperature=np.True_),
+        raises=TypeError, match=r"temperature must be a real number, got bool"),
+    row("ntx-float16-temperature-overflows-float16",
+        lambda: F.multi_nt_xent(ANCHOR.half(), CANDIDATES.half(), POSITIVE, temperature=1e-5),
+        raises=ValueError,
+        match=r"temperature must be >= 3\.05e-05 for a torch\.float16 loss \(an anchor's loss "
+        r"can reach 2 / temperature \+ log K"),
+    row("ntx-subnormal-embeddings-in", lambda: _tiny_gradients("in"),
+        returns=_finite_loss_inf_gradient),
+    row("ntx-subnormal-embeddings-out", lambda: _tiny_gradients("out"),
+        returns=_finite_loss_inf_gradient),
     row("ntx-empty-batch",
         lambda: F.multi_nt_xent(ANCHOR[:0], CANDIDATES[:0], POSITIVE[:0], return_count=True),
         returns=_zero_and_count(0)),
@@ -324,6 +391,11 @@ LIBRARY_ROWS = [
     row("ntx-labels-temperature-overflows-float32",
         lambda: F.multi_nt_xent_from_labels(EMBEDDINGS, LABELS, temperature=1e-40),
         raises=ValueError, match=r"temperature must be >= "),
+    row("ntx-labels-float16-temperature-overflows-float16",
+        lambda: F.multi_nt_xent_from_labels(EMBEDDINGS.half(), LABELS, temperature=1e-5),
+        raises=ValueError, match=r"temperature must be >= 3\.05e-05 for a torch\.float16 loss"),
+    row("ntx-labels-subnormal-embeddings", lambda: _tiny_gradients("in", labels=True),
+        returns=_finite_loss_inf_gradient),
     row("ntx-labels-empty-batch",
         lambda: F.multi_nt_xent_from_labels(EMBEDDINGS[:0], LABELS[:0], return_count=True),
         returns=_zero_and_count(0)),
@@ -387,6 +459,9 @@ LIBRARY_ROWS = [
         raises=ValueError, match=r"num_classes for dataset 'sims' must be one of 2 \| 3 \| 5"),
     row("binning-float-num-classes", lambda: mt.CoarseGrainedBinning.preset("mosi", 3.0),
         raises=TypeError, match=r"num_classes must be an int"),
+    row("binning-numpy-int64-num-classes",
+        lambda: mt.CoarseGrainedBinning.preset("mosi", np.int64(3)),
+        returns=lambda binning: binning.num_classes == 3),
     row("binning-no-edges", lambda: mt.CoarseGrainedBinning([], low=-1, high=1),
         raises=ValueError, match=r"edges must hold at least one edge"),
     row("binning-nan-edge", lambda: mt.CoarseGrainedBinning([NAN], low=-1, high=1),
@@ -463,6 +538,15 @@ LIBRARY_ROWS = [
     row("metrics-float-decimals",
         lambda: msa_metrics(torch.zeros(3), torch.zeros(3), "mosi", decimals=2.0),
         raises=TypeError, match=r"decimals must be an int or None"),
+    row("metrics-numpy-int64-decimals",
+        lambda: msa_metrics(torch.tensor([0.4]), torch.tensor([0.6]), "mosi",
+                            decimals=np.int64(1)),
+        returns=lambda m: m["MAE"] == 0.2),
+    row("metrics-float16-differences-overflow",
+        lambda: _without_warnings(lambda: msa_metrics(
+            torch.tensor([6e4, -6e4], dtype=torch.float16),
+            torch.tensor([-6e4, 6e4], dtype=torch.float16), "mosi")),
+        returns=lambda m: m["MAE"] == 120000.0),
     row("metrics-batch-of-one",
         lambda: msa_metrics(torch.tensor([0.4]), torch.tensor([0.6]), "mosi"),
         returns=lambda m: m["Has0_acc_2"] == 1.0 and m["MAE"] == 0.2 and math.isnan(m["Corr"])),
@@ -525,6 +609,11 @@ LIBRARY_ROWS = [
         raises=ValueError, match=r"num_tasks must be >= 1"),
     row("weighter-float-num-tasks", lambda: GDWGWeighter(2.0),
         raises=TypeError, match=r"num_tasks must be an int"),
+    row("weighter-numpy-int64-num-tasks", lambda: GDWGWeighter(np.int64(2)).weights,
+        returns=lambda weights: weights.tolist() == [0.5, 0.5]),
+    row("weighter-numpy-float32-temperature",
+        lambda: GDWGWeighter(2, temperature=np.float32(0.5)).temperature,
+        returns=lambda temperature: type(temperature) is float and temperature == 0.5),
     *[
         row(f"weighter-{name}-temperature-{what}", lambda kind=kind, t=t: kind(2, temperature=t),
             raises=ValueError, match=r"temperature must be a finite number > 0")
@@ -535,6 +624,25 @@ LIBRARY_ROWS = [
         raises=ValueError, match=r"scale must be one of 'sum_one' \| 'num_tasks'"),
     row("weighter-wrong-number-of-task-names", lambda: GDWGWeighter(2, task_names=["Uni"]),
         raises=ValueError, match=r"task_names must hold 2 distinct names"),
+    row("weighter-state-of-other-scale",
+        lambda: GDWGWeighter(2, task_names=["Uni", "CL"], scale="num_tasks").load_state_dict(
+            _saved_weighter_state(scale="sum_one")),
+        raises=ValueError,
+        match=r"the state was saved with other settings: scale 'sum_one' \(saved\) != "
+        r"'num_tasks' \(this weighter\)"),
+    row("weighter-state-of-other-temperature",
+        lambda: GDWGWeighter(2, task_names=["Uni", "CL"], temperature=1.0).load_state_dict(
+            _saved_weighter_state(temperature=2.0)),
+        raises=ValueError, match=r"temperature 2\.0 \(saved\) != 1\.0 \(this weighter\)"),
+    row("weighter-state-of-other-task-order",
+        lambda: GDWGWeighter(2, task_names=["CL", "Uni"]).load_state_dict(
+            _saved_weighter_state()),
+        raises=ValueError,
+        match=r"task_names \['Uni', 'CL'\] \(saved\) != \['CL', 'Uni'\] \(this weighter\)"),
+    row("weighter-state-of-other-kind",
+        lambda: DWAWeighter(2, task_names=["Uni", "CL"], scale="sum_one").load_state_dict(
+            _saved_weighter_state()),
+        raises=ValueError, match=r"weighter 'GDWGWeighter' \(saved\) != 'DWAWeighter'"),
     # --------------------------------------------------------------- MultiTaskObjective
     row("objective-weighter-wrong-number-of-tasks",
         lambda: mt.MultiTaskObjective(
@@ -549,6 +657,13 @@ LIBRARY_ROWS = [
     row("objective-negative-fixed-weight",
         lambda: mt.MultiTaskObjective({"a": lambda o, t: None}, fixed={"a": -1.0}),
         raises=ValueError, match=r"fixed\['a'\] must be a finite number >= 0"),
+    row("objective-numpy-float32-fixed-weight",
+        lambda: mt.MultiTaskObjective({"a": lambda o, t: torch.tensor(3.0)},
+                                      fixed={"a": np.float32(0.5)})({}, {}).loss,
+        returns=lambda loss: loss.item() == 1.5),
+    row("objective-losses-on-two-devices", lambda: _two_device_objective()({}, {}),
+        raises=ValueError,
+        match=r"every task must return its loss on one device, got 'Uni' on cpu, 'CL' on meta"),
     row("objective-every-task-absent",
         lambda: mt.MultiTaskObjective({"a": lambda o, t: None})({}, {}),
         raises=ValueError, match=r"no task produced a loss for this batch"),
@@ -616,6 +731,13 @@ LIBRARY_ROWS = [
         returns=_non_finite),
     row("dmmsa-label-on-other-device", lambda: _dmmsa()(OUTPUTS, {"M": TARGETS["M"].to(META)}),
         raises=ValueError, match=r"targets\['M'\] must be on the device of the outputs \(cpu\)"),
+    row("dmmsa-large-label-float16-prediction",
+        lambda: _dmmsa()({**OUTPUTS, "prediction": OUTPUTS["prediction"].half(),
+                          "unimodal": {f: u.half() for f, u in OUTPUTS["unimodal"].items()}},
+                         {"M": torch.tensor([1e6, -0.05, 0.3, 0.9])}).terms,
+        returns=lambda terms: all(
+            terms[k].dtype == torch.float32 and bool(torch.isfinite(terms[k]))
+            for k in ("MSR", "Uni"))),
     # ------------------------------------------------------------------ DecompositionHead
     row("head-missing-modality", lambda: _head()({"A": torch.zeros(2, 4), "V": torch.zeros(2, 5)}),
         raises=ValueError, match=r"features must have exactly the keys \['T', 'A', 'V'\]"),
@@ -630,6 +752,23 @@ LIBRARY_ROWS = [
     row("head-features-on-other-device",
         lambda: _head()(_head_inputs(T=torch.zeros(2, 6, device=META))),
         raises=ValueError, match=r"same device.*features\['T'\] on meta"),
+    row("head-on-other-device-than-features",
+        lambda: _head()({m: x.to(META) for m, x in _head_inputs().items()}),
+        raises=ValueError,
+        match=r"features must be on the device of the head's parameters \(cpu\), got "
+        r"features\['T'\] on meta"),
+    row("head-float64-features", lambda: _head_outputs_agree(torch.float64),
+        returns=lambda agree: agree),
+    row("head-float16-features", lambda: _head_outputs_agree(torch.float16),
+        returns=lambda agree: agree),
+    row("head-numpy-int64-feature-dim",
+        lambda: DecompositionHead({"T": np.int64(3)}, feature_dim=np.int64(4)).feature_dim,
+        returns=lambda width: type(width) is int and width == 4),
+    row("head-numpy-float32-dropout",
+        lambda: DecompositionHead({"T": 3}, dropout=np.float32(0.25)).similarity["T"][3].p,
+        returns=lambda p: p == 0.25),
+    row("head-float-width", lambda: DecompositionHead({"T": 3}, feature_dim=4.0),
+        raises=TypeError, match=r"feature_dim must be a positive int, got float"),
     row("head-unknown-modality", lambda: DecompositionHead({"X": 3}),
         raises=ValueError, match=r"in_dims must have a non-empty subset of \['T', 'A', 'V'\]"),
     row("head-zero-width", lambda: DecompositionHead({"T": 0}),
@@ -651,6 +790,75 @@ def test_library_bad_input(case: Case) -> None:
     else:
         result = case.call()
         assert case.returns(result), f"unexpected result: {result!r}"
+
+
+# ------------------------------------------------------------- NumPy numbers everywhere
+NUMPY_INTEGERS = (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
+                  np.uint64)
+NUMPY_FLOATS = (np.float16, np.float32, np.float64, np.longdouble)
+
+
+def _stage_weights(weighter: Any) -> list[float]:
+    for losses in ([1.0, 2.0], [0.5, 2.0], [0.25, 1.0]):
+        weighter(torch.tensor(losses))
+        weighter.step()
+    return weighter.weights.tolist()
+
+
+def _head_layout(head: DecompositionHead) -> tuple[Any, ...]:
+    return (head.in_dims, head.feature_dim, head.num_classes, head.similarity["T"][3].p,
+            [tuple(p.shape) for p in head.parameters()])
+
+
+#: Every argument that takes a number: (what it is, a call taking the number, an integer value
+#: and a value for floating types; ``None`` for integer-only arguments), all exact in float16.
+NUMBER_ARGUMENTS: dict[str, tuple[Callable[[Any], Any], int, float | None]] = {
+    "MultiNTXentLoss(temperature)":
+        (lambda v: mt.MultiNTXentLoss(temperature=v)(ANCHOR, CANDIDATES, POSITIVE), 2, 0.5),
+    "multi_nt_xent_from_labels(temperature)":
+        (lambda v: F.multi_nt_xent_from_labels(EMBEDDINGS, LABELS, temperature=v), 2, 0.25),
+    "GDWGWeighter(temperature)": (lambda v: _stage_weights(GDWGWeighter(2, temperature=v)),
+                                  1, 0.5),
+    "DWAWeighter(temperature)": (lambda v: _stage_weights(DWAWeighter(2, temperature=v)),
+                                 3, 1.5),
+    "GDWGWeighter(num_tasks)": (lambda v: GDWGWeighter(v).weights.tolist(), 2, None),
+    "MultiTaskObjective(fixed)":
+        (lambda v: mt.MultiTaskObjective({"a": lambda o, t: torch.tensor(3.0)},
+                                         fixed={"a": v})({}, {}).loss.item(), 2, 0.5),
+    "dmmsa(beta, weighting_temperature)":
+        (lambda v: {k: t.item() for k, t in _dmmsa(beta=v, weighting_temperature=v)(
+            OUTPUTS, TARGETS).terms.items()}, 1, 0.5),
+    "DecompositionHead(in_dims, feature_dim, num_classes)":
+        (lambda v: _head_layout(DecompositionHead({"T": v}, feature_dim=v, num_classes=v)),
+         3, None),
+    "DecompositionHead(dropout)": (lambda v: _head_layout(DecompositionHead({"T": 3}, dropout=v)),
+                                   0, 0.25),
+    "CoarseGrainedBinning.preset(num_classes)":
+        (lambda v: mt.CoarseGrainedBinning.preset("mosi", v).edges.tolist(), 5, None),
+    "CoarseGrainedBinning(edges, low, high)":
+        (lambda v: mt.CoarseGrainedBinning([v], low=-4, high=4).edges.tolist(), 1, 0.5),
+    "msa_metrics(decimals)":
+        (lambda v: msa_metrics(torch.tensor([0.123, -1.4]), torch.tensor([0.5, -1.0]), "mosi",
+                               decimals=v), 2, None),
+}
+
+
+@pytest.mark.parametrize("argument", list(NUMBER_ARGUMENTS))
+@given(kind=st.sampled_from(NUMPY_INTEGERS + NUMPY_FLOATS + (np.bool_,)))
+def test_numpy_numbers_are_taken_wherever_a_number_is(argument: str, kind: type) -> None:
+    """A NumPy number gives what the same Python number gives; where a Python float is refused
+    (an integer argument) a NumPy float is refused too, and bools are refused everywhere."""
+    call, integer, real = NUMBER_ARGUMENTS[argument]
+    if kind is np.bool_:
+        with pytest.raises(TypeError, match=r"must be .*, got bool"):
+            call(np.bool_(True))
+        return
+    if issubclass(kind, np.floating) and real is None:
+        with pytest.raises(TypeError, match=r"must be an? .*int.*, got " + kind.__name__):
+            call(kind(integer))
+        return
+    value = integer if issubclass(kind, np.integer) else real
+    assert call(kind(value)) == call(value)
 
 
 # ------------------------------------------------------------------------- data loader
@@ -818,6 +1026,9 @@ LOADER_ROWS = [
         raises=ValueError, match=r"label_range must be a finite number > 0"),
     row("data-zero-max-abs", lambda f: f.load(f.raw(), max_abs=0),
         raises=ValueError, match=r"max_abs must be a number > 0"),
+    row("data-numpy-float32-label-range-and-max-abs",
+        lambda f: f.load(f.raw(), label_range=np.float32(1.0), max_abs=np.float32(1e3)),
+        returns=lambda splits: float(splits["train"].labels["M"].max()) == 1.0),
     row("data-unknown-text-source",
         lambda f: data.MSADataset(_loaded(f)["train"], text_source="tokens"),
         raises=ValueError, match=r"text_source must be one of 'auto' \| 'bert' \| 'features'"),

@@ -8,7 +8,7 @@ import weakref
 
 import pytest
 import torch
-from hypothesis import assume, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 from pytorch_metric_learning.losses import NTXentLoss, SupConLoss
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -402,6 +402,145 @@ def test_label_form_is_finite_for_any_scale_temperature_and_dtype(case):
     assert loss.dtype == dtype
     assert torch.isfinite(loss)
     assert bool(torch.isfinite(embeddings.grad).all())
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiny and huge inputs: the exact gradient, finite wherever its size fits the dtype
+# ---------------------------------------------------------------------------------------------
+
+# Scale exponents per dtype, down to the subnormal numbers (float32 1e-45, float16 6e-8).
+EXTREME_EXPONENTS = {
+    torch.float16: (-7.0, 4.0),
+    torch.bfloat16: (-40.0, 30.0),
+    torch.float32: (-45.0, 30.0),
+}
+
+
+@st.composite
+def extreme_inputs(draw):
+    """dtype, scale, temperature (down to 1e-5, where float16 losses overflow) and form."""
+    dtype = draw(st.sampled_from(list(EXTREME_EXPONENTS)))
+    low, high = EXTREME_EXPONENTS[dtype]
+    scale = 10.0 ** draw(st.floats(low, high))
+    temperature = 10.0 ** draw(st.floats(-5.0, 1.0))
+    return dtype, scale, temperature, draw(st.sampled_from(FORMS)), draw(st.integers(0, 99))
+
+
+EXTREME_EXAMPLES = [  # the subnormal float32 scale 1e-40, and float16 at temperature 1e-5
+    (torch.float32, 1e-40, 0.5, "in", 0),
+    (torch.float32, 1e-40, 0.5, "out", 0),
+    (torch.float16, 1.0, 1e-5, "in", 0),
+]
+
+
+def _with_examples(test):
+    for case in EXTREME_EXAMPLES:
+        test = example(case)(test)
+    return test
+
+
+def _rounded(shape, scale, dtype, seed):
+    """Random vectors at ``scale``, rounded to ``dtype`` (skipped if one rounds to zero)."""
+    values = torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=f64)
+    x = (values * scale).to(dtype)
+    assume(bool((x != 0).any(dim=-1).all()))
+    return x.requires_grad_(True)
+
+
+def _plain_logits(x, others, temperature):
+    """Cosine logits by the textbook formula, in float64 on ``x / scale`` (scale invariant)."""
+    unit = x / x.norm(dim=-1, keepdim=True)
+    units = others / others.norm(dim=-1, keepdim=True)
+    return (units * unit.unsqueeze(-2)).sum(dim=-1) / temperature
+
+
+def _plain_losses(logits, positive, valid, form):
+    log_denominator = logits.masked_fill(~valid, -math.inf).logsumexp(dim=-1)
+    if form == "in":
+        log_numerator = logits.masked_fill(~positive, -math.inf).logsumexp(dim=-1)
+    else:
+        log_numerator = (logits * positive).sum(dim=-1) / positive.sum(dim=-1)
+    return log_denominator - log_numerator
+
+
+def _exact_gradients(inputs, scale, loss_of):
+    """Loss and gradients in float64 on the same (rounded) inputs, by plain formulas."""
+    scaled = [(x.detach().double() / scale).requires_grad_(True) for x in inputs]
+    loss = loss_of(*scaled)
+    grads = torch.autograd.grad(loss, scaled)
+    return loss.detach(), [g / scale for g in grads]  # d/dx = d/d(x / s) / s
+
+
+def _check_against_exact(loss, inputs, exact_loss, exact_grads, dtype, temperature, bounds):
+    """The loss matches; the gradient matches where its size bound fits ``dtype`` (finite)."""
+    eps, limit = torch.finfo(dtype).eps, torch.finfo(dtype).max
+    compute = 1e-6 * (10.0 + 1.0 / temperature)  # float32 logits carry about eps32 / tau
+    assert torch.isfinite(loss)
+    torch.testing.assert_close(
+        loss.double(), exact_loss, rtol=4 * eps, atol=compute, check_dtype=False
+    )
+    for x, exact, bound in zip(inputs, exact_grads, bounds):
+        got = x.grad.double()
+        size = bound(x.detach().double())  # [..., 1]: the gradient's size bound per vector
+        fits = (size <= limit / 4).expand_as(got)
+        assert bool(torch.isfinite(got[fits]).all())
+        tolerance = compute * size + 2 * eps * exact.abs() + torch.finfo(dtype).tiny
+        assert bool(((got - exact).abs() <= tolerance)[fits].all())
+
+
+@_with_examples
+@given(extreme_inputs())
+def test_per_anchor_form_at_extreme_scales_has_the_exact_gradient(case):
+    """Finite loss at any scale; the gradient is the exact one, finite wherever its size bound
+    2 / (tau |x|) fits the dtype (at the subnormal scale 1e-40 it does not: inf there)."""
+    dtype, scale, temperature, form, seed = case
+    anchor = _rounded((6, 8), scale, dtype, seed)
+    candidates = _rounded((6, 5, 8), scale, dtype, seed + 1)
+    positive = torch.tensor([True, True, False, False, False]).expand(6, 5)
+    valid = torch.ones_like(positive)
+    out_of_range = 2.0 / temperature + math.log(5) > torch.finfo(dtype).max
+    if out_of_range:  # the loss itself cannot be returned in dtype
+        with pytest.raises(ValueError, match=f"temperature must be >= .* for a {dtype} loss"):
+            F.multi_nt_xent(anchor, candidates, positive, temperature=temperature, form=form)
+        return
+    loss = F.multi_nt_xent(anchor, candidates, positive, temperature=temperature, form=form)
+    loss.backward()
+    exact_loss, exact_grads = _exact_gradients(
+        [anchor, candidates],
+        scale,
+        lambda a, c: _plain_losses(_plain_logits(a, c, temperature), positive, valid, form).mean(),
+    )
+    norm = lambda x: x.norm(dim=-1, keepdim=True)  # noqa: E731
+    bounds = [lambda x: 2.0 / (temperature * norm(x)), lambda x: 1.0 / (temperature * norm(x))]
+    _check_against_exact(
+        loss, [anchor, candidates], exact_loss, exact_grads, dtype, temperature, bounds
+    )
+
+
+@_with_examples
+@given(extreme_inputs())
+def test_label_form_at_extreme_scales_has_the_exact_gradient(case):
+    dtype, scale, temperature, form, seed = case
+    embeddings = _rounded((8, 6), scale, dtype, seed)
+    labels = torch.arange(8) % 3
+    valid = ~torch.eye(8, dtype=torch.bool)
+    positive = (labels.unsqueeze(1) == labels.unsqueeze(0)) & valid
+    if 2.0 / temperature + math.log(7) > torch.finfo(dtype).max:
+        with pytest.raises(ValueError, match=f"temperature must be >= .* for a {dtype} loss"):
+            F.multi_nt_xent_from_labels(embeddings, labels, temperature=temperature, form=form)
+        return
+    loss = F.multi_nt_xent_from_labels(embeddings, labels, temperature=temperature, form=form)
+    loss.backward()
+    exact_loss, exact_grads = _exact_gradients(
+        [embeddings],
+        scale,
+        lambda e: _plain_losses(
+            _plain_logits(e, e.expand(8, 8, 6), temperature), positive, valid, form
+        ).mean(),
+    )
+    # As an anchor (2 / (tau |x|)) and as a candidate of the others (at most 2 / (tau |x|) in all).
+    bound = lambda x: 4.0 / (temperature * x.norm(dim=-1, keepdim=True))  # noqa: E731
+    _check_against_exact(loss, [embeddings], exact_loss, exact_grads, dtype, temperature, [bound])
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -130,10 +130,12 @@ def test_the_same_objective_built_another_way_is_bit_identical(build):
 
 
 def test_default_state_dict_has_the_same_keys_as_before():
+    # the options add no state; ``_extra_state`` holds the weighter's settings (checked on load),
+    # and states saved before it existed still load
     keys = set(mt.MultiTaskObjective.dmmsa(binning=SIMS3).state_dict())
     assert keys == {
         "weighter.completed_stages", "weighter.stage_loss_sum", "weighter.stage_loss_count",
-        "weighter.task_weights", "weighter.baseline",
+        "weighter.task_weights", "weighter.baseline", "weighter._extra_state",
     }
 
 

@@ -190,6 +190,49 @@ def test_integer_features_raise_type_error():
         small_head({"T": 4})({"T": torch.ones(2, 4, dtype=torch.long)})
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_features_of_another_dtype_are_cast_to_the_heads_dtype(dtype):
+    """As if the features had been cast first; gradients reach them in their own dtype."""
+    in_dims = {"T": 6, "A": 3}
+    head = small_head(in_dims).eval()
+    features = {m: x.to(dtype).requires_grad_(True) for m, x in random_features(in_dims).items()}
+    cast = {m: x.detach().float().requires_grad_(True) for m, x in features.items()}
+    out, expected = head(features), head(cast)
+    assert out["prediction"].dtype == torch.float32
+    assert torch.equal(out["prediction"], expected["prediction"])
+    out["prediction"].sum().backward()
+    expected["prediction"].sum().backward()
+    for m in in_dims:
+        assert features[m].grad.dtype == dtype
+        assert torch.equal(features[m].grad, cast[m].grad.to(dtype))
+
+
+def test_a_float64_head_computes_in_float64():
+    head = small_head({"T": 4}).double().eval()
+    features = random_features({"T": 4})
+    out = head(features)
+    assert out["prediction"].dtype == torch.float64
+    assert torch.equal(out["prediction"], head({"T": features["T"].double()})["prediction"])
+
+
+def test_under_autocast_the_features_are_passed_on_unchanged():
+    """Autocast decides the dtypes inside its region, as for any layer (no cast by the head)."""
+    head = small_head({"T": 6}).eval()
+    x = torch.randn(5, 6).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = head({"T": x})
+        similarity = head.similarity["T"](x)  # the projector on the bfloat16 features as given
+    assert torch.equal(out["features"]["T_s"], similarity)
+
+
+def test_features_on_another_device_than_the_head_raise_naming_both():
+    head = small_head({"T": 4, "A": 3})
+    features = {m: x.to("meta") for m, x in random_features({"T": 4, "A": 3}).items()}
+    with pytest.raises(ValueError, match=r"device of the head's parameters \(cpu\), got "
+                       r"features\['T'\] on meta"):
+        head(features)
+
+
 def test_features_must_be_a_mapping():
     with pytest.raises(TypeError, match="mapping"):
         small_head({"T": 4})(torch.randn(2, 4))

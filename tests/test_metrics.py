@@ -262,6 +262,28 @@ def test_bfloat16_is_read_as_float32():
     assert msa_metrics(pred, target, "mosi") == msa_metrics(pred.float(), target.float(), "mosi")
 
 
+@given(
+    values=st.lists(st.floats(-65504, 65504, width=16), min_size=2, max_size=20),
+    dataset=st.sampled_from(["mosi", "sims"]),
+)
+def test_float16_mae_is_finite_and_exact_where_differences_overflow(values, dataset):
+    """MMSA's mean in float16 overflows on differences beyond 65504 (``inf``, with a warning);
+    the MAE is then the float64 mean of the float64 differences, without a warning."""
+    pred = np.array(values, dtype=np.float16)
+    target = -pred[::-1].copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mae = msa_metrics(pred, target, dataset, decimals=None)["MAE"]
+    if dataset == "sims":  # SIMS clips both sides to [-1, 1] first
+        pred, target = np.clip(pred, -1.0, 1.0), np.clip(target, -1.0, 1.0)
+    with np.errstate(over="ignore"):
+        in_float16 = np.mean(np.abs(pred - target))
+    if np.isfinite(in_float16):  # MMSA's own value wherever it is finite
+        assert mae == float(in_float16)
+    else:
+        assert mae == float(np.mean(np.abs(pred.astype(np.float64) - target.astype(np.float64))))
+
+
 def test_integer_inputs_are_read_as_float64():
     pred, target = torch.tensor([-2, 0, 1, 3]), np.array([-1, 0, 2, 3])
     assert msa_metrics(pred, target, "mosei") == msa_metrics(

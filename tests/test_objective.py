@@ -183,6 +183,34 @@ def test_single_precision_outputs_give_a_single_precision_loss():
     assert result.loss.dtype == torch.float32
 
 
+@given(label=st.floats(7e4, 1e30), seed=st.integers(0, 50))
+def test_half_precision_regression_terms_are_computed_in_float32(label, seed):
+    """A finite float32 label beyond float16 (65504) must not become inf: MSR and Uni are
+    computed in float32 for half-precision predictions, equal to the reference on float32."""
+    outputs, targets = make_batch(seed=seed, dtype=torch.float32, unimodal_labels="TAV")
+    targets["M"][0] = label
+    targets["A"][1] = -label
+    half = {**outputs, "prediction": outputs["prediction"].half(),
+            "unimodal": {n: u.half() for n, u in outputs["unimodal"].items()}}
+    terms = dmmsa()(half, targets).terms
+    as_float32 = {**half, "prediction": half["prediction"].float(),
+                  "unimodal": {n: u.float() for n, u in half["unimodal"].items()}}
+    expected = reference_terms(as_float32, targets)
+    for name in ("MSR", "Uni"):
+        assert terms[name].dtype == torch.float32
+        assert terms[name].item() == pytest.approx(expected[name], rel=1e-5)
+
+
+@pytest.mark.parametrize("fixed", [True, False])
+def test_task_losses_on_two_devices_raise_naming_tasks_and_devices(fixed):
+    objective = mt.MultiTaskObjective(
+        {"a": lambda o, t: torch.tensor(1.0), "b": lambda o, t: torch.zeros((), device="meta")},
+        dynamic=[] if fixed else ["a", "b"],
+    )
+    with pytest.raises(ValueError, match=r"one device, got 'a' on cpu, 'b' on meta"):
+        objective({}, {})
+
+
 # ----------------------------------------------------------------------------- switches
 @pytest.mark.parametrize(
     ("flags", "tasks", "dynamic"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import re
 from datetime import timedelta
 
 import numpy as np
@@ -254,11 +255,82 @@ def test_state_dict_resume_mid_run_continues_identically(cls, stages, data):
         assert key in state and state[key].shape == value.shape
 
 
-def test_state_dict_holds_baseline_sums_counts_stage_and_weights():
+def test_state_dict_holds_baseline_sums_counts_stage_weights_and_settings():
     keys = set(mt.GDWGWeighter(2).state_dict())
     assert keys == {
-        "baseline", "stage_loss_sum", "stage_loss_count", "completed_stages", "task_weights"
+        "baseline", "stage_loss_sum", "stage_loss_count", "completed_stages", "task_weights",
+        "_extra_state",  # the settings, checked on load
     }
+
+
+# The settings each weighter is built with, and a change of each that the state must refuse.
+SETTINGS = {
+    mt.GDWGWeighter: {"scale": "num_tasks", "temperature": 1.0, "task_names": ["b", "a"]},
+    mt.DWAWeighter: {"scale": "sum_one", "temperature": 0.5, "task_names": ["b", "a"]},
+    mt.EqualWeighter: {"scale": "num_tasks", "task_names": ["b", "a"]},
+}
+
+
+def _after_two_stages(cls, factor=1.0, **settings):
+    weighter = cls(2, **{"task_names": ["a", "b"], **settings})
+    run_stages(weighter, [[[1.0, 2.0 * factor]], [[0.5, 2.0]]])
+    weighter(torch.tensor([0.25, factor]))  # mid-stage
+    return weighter
+
+
+@pytest.mark.parametrize(("cls", "setting"), [(c, k) for c in SETTINGS for k in SETTINGS[c]])
+def test_state_of_other_settings_is_refused_naming_them_and_nothing_is_loaded(cls, setting):
+    saved = _after_two_stages(cls).state_dict()
+    other = SETTINGS[cls][setting]
+    target = _after_two_stages(cls, 3.0, **{setting: other})  # other statistics, too
+    before = copy.deepcopy(target.state_dict())
+    assert not torch.equal(before["stage_loss_sum"], saved["stage_loss_sum"])
+    with pytest.raises(ValueError, match=rf"saved with other settings: {setting} .*\(saved\) != "
+                       rf"{re.escape(repr(other))} \(this weighter\)"):
+        target.load_state_dict(saved)
+    for key, value in target.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+@pytest.mark.parametrize("cls", WEIGHTERS)
+def test_state_of_the_same_settings_loads_also_after_weights_only_save(cls, tmp_path):
+    """The settings are a uint8 tensor: ``torch.load(weights_only=True)`` reads them."""
+    weighter = _after_two_stages(cls)
+    torch.save(weighter.state_dict(), tmp_path / "state.pt")
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    assert state["_extra_state"].dtype == torch.uint8
+    resumed = cls(2, task_names=["a", "b"])
+    resumed.load_state_dict(state)
+    for key, value in weighter.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+
+
+def test_state_of_another_kind_of_weighter_is_refused():
+    with pytest.raises(ValueError, match=r"weighter 'GDWGWeighter' \(saved\) != 'EqualWeighter'"):
+        mt.EqualWeighter(2).load_state_dict(mt.GDWGWeighter(2).state_dict(), strict=False)
+
+
+def test_state_without_names_matches_any_names_and_a_state_without_settings_loads():
+    """``task_names=None`` is "unnamed" (no check); a state saved before the settings were
+    recorded (no ``_extra_state``) loads unchecked, as it always did."""
+    unnamed = mt.GDWGWeighter(2)
+    run_stages(unnamed, [[[1.0, 2.0]]])
+    named = mt.GDWGWeighter(2, task_names=["a", "b"])
+    named.load_state_dict(unnamed.state_dict())
+    assert named.stage == 2
+    legacy = {k: v for k, v in unnamed.state_dict().items() if k != "_extra_state"}
+    other_scale = mt.GDWGWeighter(2, scale="num_tasks")
+    other_scale.load_state_dict(legacy)
+    assert other_scale.stage == 2
+
+
+def test_objective_state_of_other_scale_is_refused():
+    """The issue's case: a DMMSA objective saved with scale="sum_one" into scale="num_tasks"."""
+    binning = mt.CoarseGrainedBinning.preset("sims")
+    saved = mt.MultiTaskObjective.dmmsa(binning=binning).state_dict()
+    resumed = mt.MultiTaskObjective.dmmsa(binning=binning, scale="num_tasks")
+    with pytest.raises(ValueError, match=r"scale 'sum_one' \(saved\) != 'num_tasks'"):
+        resumed.load_state_dict(saved)
 
 
 @pytest.mark.parametrize("cls", WEIGHTERS)

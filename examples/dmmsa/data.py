@@ -42,6 +42,7 @@ Pickle can run code while it loads: load only files you trust.
 from __future__ import annotations
 
 import math
+import numbers
 import pickle
 import warnings
 from collections.abc import Mapping, Sequence
@@ -360,6 +361,11 @@ def _parse_split(
     return split, messages
 
 
+def _is_real(value: object) -> bool:
+    """A Python or NumPy real number (``np.float32``, ``np.int64``, ...), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
 def _resolve_range(
     label_range: float | tuple[float, float] | str | None,
 ) -> tuple[float, float] | None:
@@ -371,7 +377,7 @@ def _resolve_range(
             raise ValueError(f"label_range must be a number, a pair or one of {options}, "
                              f"got {label_range!r}")
         return LABEL_RANGES[label_range]
-    if isinstance(label_range, (int, float)) and not isinstance(label_range, bool):
+    if _is_real(label_range):  # NumPy scalars included
         if not (math.isfinite(label_range) and label_range > 0):
             raise ValueError(f"label_range must be a finite number > 0, got {label_range!r}")
         return (-float(label_range), float(label_range))
@@ -395,7 +401,7 @@ def _parse(
     splits: Sequence[str],
 ) -> tuple[dict[str, MMSASplit], list[str]]:
     bounds = _resolve_range(label_range)
-    if isinstance(max_abs, bool) or not isinstance(max_abs, (int, float)) or not max_abs > 0:
+    if not _is_real(max_abs) or not max_abs > 0:
         raise ValueError(f"max_abs must be a number > 0 (math.inf keeps all finite values), "
                          f"got {max_abs!r}")
     if not isinstance(data, Mapping):
