@@ -1080,3 +1080,59 @@ def test_known_bugs_are_marked_in_the_docs_table() -> None:
     buggy = {p.id for p in LIBRARY_ROWS + LOADER_ROWS if p.marks}
     marked = {test_id for test_id, rest in cells.items() if "known bug" in rest.lower()}
     assert buggy == marked
+
+
+def _documented_errors() -> dict[str, tuple[str, str]]:
+    """``{test id: (exception name, message)}`` of the error rows of the docs table."""
+    cells = re.findall(r"^ *\* - ``([a-z0-9-]+)``\n {5,}- .*\n {5,}- (.*\n(?: {7,}\S.*\n)*)",
+                       DOCS_PAGE.read_text(), re.M)
+    errors = {}
+    for test_id, cell in cells:
+        text = " ".join(line.strip() for line in cell.splitlines())
+        shown = re.match(r"``(\w+)``: ``(.*?)``", text)
+        if shown:
+            errors[test_id] = (shown[1], shown[2])
+    return errors
+
+
+def _raised(case: Case, *args: Any) -> BaseException:
+    with pytest.raises(case.raises) as info:
+        case.call(*args)
+    return info.value
+
+
+def _as_documented(message: str, tmp_path: Path | None) -> str:
+    if tmp_path is not None:
+        message = message.replace(str(tmp_path), "<dir>")
+    return message.replace("\n", " ")
+
+
+def _documented_pattern(documented: str) -> str:
+    """The documented message as a regex: ``...`` or ``…`` stands for any text left out."""
+    return ".*".join(re.escape(part) for part in re.split(r" ?(?:\.\.\.|…) ?", documented))
+
+
+@pytest.mark.parametrize(
+    "case", [p for p in LIBRARY_ROWS + LOADER_ROWS if p.values[0].raises and not p.marks]
+)
+def test_the_docs_show_the_message_the_code_raises(
+    case: Case, request: Any, tmp_path: Path
+) -> None:
+    """The three copies of a message agree: the code raises what the docs table shows.
+
+    The test's ``match`` pins what the message must name; this pins the docs' copy to the
+    code's, so that neither can drift from the other.
+    """
+    test_id = request.node.callspec.id
+    loader = test_id in set(_row_ids(LOADER_ROWS))
+    error = _raised(case, Files(tmp_path)) if loader else _raised(case)
+    documented = _documented_errors().get(test_id)
+    assert documented is not None, f"{test_id}: no ``Error``: ``message`` cell in the docs"
+    name, message = documented
+    assert name == type(error).__name__
+    actual = _as_documented(str(error), tmp_path if loader else None)
+    # the loader's messages start with the file; the table leaves that prefix out
+    shown = re.sub(r"^<dir>/[^:,]+[:,] ", "", actual)
+    assert any(re.fullmatch(_documented_pattern(message), m) for m in (actual, shown)), (
+        f"{test_id}: docs/robustness.rst shows {message!r}, the code raises {actual!r}"
+    )
