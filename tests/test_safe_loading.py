@@ -302,3 +302,14 @@ def test_the_intact_tiny_file_loads(tmp_path: Path) -> None:
         path, blob = _tiny_file(tmp_path, protocol)
         path.write_bytes(blob)
         assert len(data.load_mmsa(path)["test"]) == 3
+
+
+def test_one_changed_byte_that_makes_a_memo_index_huge_is_refused(tmp_path: Path) -> None:
+    """``BINPUT`` -> ``LONG_BINPUT``: plain pickle sizes its memo from the next 4 bytes (GBs)."""
+    path, blob = _tiny_file(tmp_path, 2)
+    index, pos = max((int.from_bytes(blob[pos + 1 : pos + 5], "little"), pos)
+                     for op, _, pos in pickletools.genops(blob) if op.name == "BINPUT")
+    assert index > 2**28
+    path.write_bytes(blob[:pos] + b"r" + blob[pos + 1 :])
+    with pytest.raises(data.MMSADataError, match=rf"tiny\.pkl: .*memo index {index} at byte {pos}"):
+        data.load_mmsa(path)

@@ -199,6 +199,7 @@ def test_self_mm_script_refuses_a_feature_file_that_would_run_code(tmp_path):
             return (marker.write_text, ("owned",))
 
     (tmp_path / "evil.pkl").write_bytes(pickle.dumps({"train": Payload()}))
-    with pytest.raises(SystemExit, match=r"--data: .*evil\.pkl: refused: .*global 'builtins.getattr'"):
+    refused = r"--data: .*evil\.pkl: refused: .*global 'builtins.getattr'"
+    with pytest.raises(SystemExit, match=refused):
         train_self_mm.main(["--data", str(tmp_path / "evil.pkl"), "--text-model", "unused"])
     assert not marker.exists()
