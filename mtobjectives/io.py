@@ -167,6 +167,7 @@ def loads_safely(data: bytes | bytearray, *, source: str = "<bytes>") -> Any:
 
     Example:
         >>> import pickle, numpy as np
+        >>> from mtobjectives.io import loads_safely, UnsafePickleError
         >>> loads_safely(pickle.dumps({"labels": np.float32([0.5, -1.0])}, protocol=2))
         {'labels': array([ 0.5, -1. ], dtype=float32)}
         >>> try:
