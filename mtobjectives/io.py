@@ -23,7 +23,6 @@ data, out-of-band buffers.
 
 from __future__ import annotations
 
-import io
 import math
 import mmap
 import os
@@ -184,23 +183,33 @@ def loads_safely(data: bytes | bytearray, *, source: str = "<bytes>") -> Any:
 
 
 class _ScanReader:
-    """A file-like view of the pickle for :func:`pickletools.genops`; long reads are views."""
+    """A file-like view of the pickle for :func:`pickletools.genops` (long reads are views) and
+    the unpickler (``readinto`` copies once)."""
 
-    def __init__(self, data: bytes | mmap.mmap) -> None:
+    def __init__(self, data: bytes | mmap.mmap, *, views: bool) -> None:
         self._data = data
         self._view = memoryview(data)
         self._pos = 0
+        self._views = views
 
     def read(self, n: int = -1) -> bytes | memoryview:
         start = self._pos
         end = len(self._view) if n < 0 else min(len(self._view), start + n)
         self._pos = end
         chunk = self._view[start:end]
-        return chunk if end - start > _VIEW_READ else chunk.tobytes()
+        return chunk if self._views and end - start > _VIEW_READ else chunk.tobytes()
 
     def readline(self) -> bytes:
         end = self._data.find(b"\n", self._pos)
         return self.read(-1 if end < 0 else end + 1 - self._pos)
+
+    def readinto(self, target: Any) -> int:
+        """For the unpickler: copies straight from the data into ``target`` (one copy)."""
+        with memoryview(target) as out:
+            n = min(out.nbytes, len(self._view) - self._pos)
+            out.cast("B")[:n] = self._view[self._pos : self._pos + n]
+        self._pos += n
+        return n
 
     def tell(self) -> int:
         return self._pos
@@ -319,19 +328,20 @@ class _Loader:
 
     def load(self) -> Any:
         self.scan()
-        file = self.data if isinstance(self.data, mmap.mmap) else io.BytesIO(self.data)
-        file.seek(0)
+        reader = _ScanReader(self.data, views=False)
         try:
-            result = _Unpickler(file, self).load()
+            result = _Unpickler(reader, self).load()
             return self.finish(result)
         except PickleLoadError:
             raise
         except Exception as error:  # noqa: BLE001 - every failure names the file
             raise self.fail(f"{type(error).__name__}: {_clip(str(error))}") from None
+        finally:
+            reader.close()
 
     def scan(self) -> None:
         """Check every opcode's lengths and memo indices before the C unpickler allocates."""
-        reader = _ScanReader(self.data)
+        reader = _ScanReader(self.data, views=True)
         size, memo, detail = len(self.data), 0, ""
         try:
             for opcode, arg, pos in pickletools.genops(reader):
