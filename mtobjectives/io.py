@@ -93,7 +93,7 @@ class UnsafePickleError(PickleLoadError):
         global_name: the refused global, ``"module.name"``.
     """
 
-    def __init__(self, message: str, global_name: str) -> None:
+    def __init__(self, message: str, global_name: str = "") -> None:
         super().__init__(message)
         self.global_name = global_name
 

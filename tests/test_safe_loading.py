@@ -313,3 +313,12 @@ def test_one_changed_byte_that_makes_a_memo_index_huge_is_refused(tmp_path: Path
     path.write_bytes(blob[:pos] + b"r" + blob[pos + 1 :])
     with pytest.raises(data.MMSADataError, match=rf"tiny\.pkl: .*memo index {index} at byte {pos}"):
         data.load_mmsa(path)
+
+
+def test_the_errors_are_value_errors_and_survive_pickling() -> None:
+    """``except ValueError`` catches them; they cross process boundaries (DataLoader workers)."""
+    with pytest.raises(UnsafePickleError) as caught:
+        loads_safely(pickle.dumps(print))
+    assert isinstance(caught.value, ValueError)
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert type(copy) is UnsafePickleError and str(copy) == str(caught.value)
