@@ -13,6 +13,7 @@ also pins how the library fails today (``raises=``), so a change in the failure 
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import re
 import warnings
@@ -954,17 +955,71 @@ def _inf_at_1(values: np.ndarray) -> np.ndarray:
     return values
 
 
+def _test_ids_copied_from_train(files: Files) -> int:
+    raw = files.raw()
+    raw["test"]["id"] = list(raw["train"]["id"])
+    with pytest.warns(data.MMSADataWarning, match=r"splits 'train' and 'test' share 4 clip id"):
+        splits = files.load(raw)
+    return len(splits)
+
+
+class _RunsCode:
+    """A value whose pickle calls ``os.system`` when loaded with ``pickle.load``."""
+
+    def __reduce__(self) -> tuple:
+        return (os.system, ("echo this ran",))
+
+
+def _with_code(files: Files) -> dict[str, Any]:
+    raw = files.raw()
+    raw["train"]["id"] = _RunsCode()
+    return raw
+
+
+def _huge_memo_index(files: Files) -> Path:
+    path = files.folder / "corrupt.pkl"
+    path.write_bytes(b"\x80\x04N\x72\xff\xff\xff\x7f.")  # LONG_BINPUT 2**31 - 1
+    return path
+
+
 LOADER_ROWS = [
     row("data-truncated-pickle", lambda f: data.load_mmsa(f.truncated(0.5)),
         raises=data.MMSADataError, match=r"truncated\.pkl: not a readable pickle, or truncated"),
     row("data-empty-file", lambda f: data.load_mmsa(f.truncated(0.0)),
-        raises=data.MMSADataError, match=r"truncated\.pkl: .*\(EOFError"),
+        raises=data.MMSADataError,
+        match=r"truncated\.pkl: not a readable pickle, or truncated \(the file is empty\)"),
     row("data-not-a-pickle", lambda f: data.load_mmsa(f.garbage()),
         raises=data.MMSADataError, match=r"x\.pkl: not a readable pickle"),
     row("data-missing-file", lambda f: data.load_mmsa(f.folder / "absent.pkl"),
         raises=data.MMSADataError, match=r"absent\.pkl: not a file \(does not exist\)"),
     row("data-directory", lambda f: data.load_mmsa(f.folder),
         raises=data.MMSADataError, match=r"not a file \(is a directory\)"),
+    row("data-code-in-pickle", lambda f: f.load(_with_code(f)),
+        raises=data.MMSADataError,
+        match=r"features\.pkl: refused: the pickle refers to the global '(posix|nt)\.system'"),
+    row("data-torch-tensors",
+        lambda f: f.load({s: {**v, "audio": torch.from_numpy(v["audio"])}
+                          for s, v in f.raw().items()}),
+        raises=data.MMSADataError, match=r"holds PyTorch tensors .*export it with "
+        r"return_type='np'"),
+    row("data-corrupt-memo-index", lambda f: data.load_mmsa(_huge_memo_index(f)),
+        raises=data.MMSADataError,
+        match=r"corrupt\.pkl: not a readable pickle, or truncated \(ValueError: memo index "
+        r"2147483647 at byte 3 is out of sequence\)"),
+    row("data-path-none", lambda f: data.load_mmsa(None),
+        raises=TypeError, match=r"path must be a str or os.PathLike naming an MMSA feature "
+        r"pickle, got NoneType"),
+    row("data-splits-one-string", lambda f: f.load(f.raw(), splits="train"),
+        returns=lambda splits: list(splits) == ["train"]),
+    row("data-splits-not-strings", lambda f: f.load(f.raw(), splits=("train", 1)),
+        raises=TypeError, match=r"splits must be a split name or a sequence of split names"),
+    row("data-splits-empty", lambda f: f.load(f.raw(), splits=()),
+        raises=ValueError, match=r"splits must name at least one split, each once, got \(\)"),
+    row("data-bool-labels",
+        lambda f: f.changed("train", "regression_labels", lambda v: v > 0),
+        raises=data.MMSADataError, match=r"split 'train': key 'regression_labels' holds "
+        r"booleans; labels must be real-valued sentiment scores"),
+    row("data-test-ids-in-train", _test_ids_copied_from_train, returns=lambda n: n == 3),
     row("data-not-a-dict-of-splits", lambda f: f.load([1, 2, 3]),
         raises=data.MMSADataError, match=r"features\.pkl: must hold a dict of splits"),
     row("data-split-named-dev", lambda f: f.load(_renamed(f, "valid", "dev")),

@@ -20,6 +20,7 @@ from hypothesis import given, reject
 from hypothesis import strategies as st
 
 from dmmsa import prepare_mosi as pm
+from mtobjectives.io import load_pickle_safely
 
 MMSA_KEYS = {
     "id",
@@ -138,8 +139,18 @@ def _prepare(fake: dict[str, Path], out: Path, **kwargs) -> dict:
 
 
 def _load(path: Path) -> dict:
+    """The pickle, read by the restricted unpickler; checked equal to what pickle.load reads."""
     with path.open("rb") as f:
-        return pickle.load(f)
+        expected = pickle.load(f)
+    loaded = load_pickle_safely(path)
+    assert loaded.keys() == expected.keys()
+    for name, split in expected.items():
+        assert loaded[name].keys() == split.keys()
+        for key, value in split.items():
+            got = loaded[name][key]
+            assert type(got) is type(value) and np.asarray(got).dtype == np.asarray(value).dtype
+            assert np.array_equal(np.asarray(got), np.asarray(value)), (name, key)
+    return loaded
 
 
 @pytest.fixture(scope="module")

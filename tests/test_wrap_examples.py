@@ -187,3 +187,19 @@ def test_lightning_example_trains_and_logs_weights(tmp_path):
 
     logged = train_lightning.main(["--epochs", "3", "--root", str(tmp_path)])
     assert {"lambda_Uni", "lambda_CL", "train_loss"} <= logged.keys()
+
+
+def test_self_mm_script_refuses_a_feature_file_that_would_run_code(tmp_path):
+    import train_self_mm
+
+    marker = tmp_path / "ran.txt"
+
+    class Payload:
+        def __reduce__(self):
+            return (marker.write_text, ("owned",))
+
+    (tmp_path / "evil.pkl").write_bytes(pickle.dumps({"train": Payload()}))
+    refused = r"--data: .*evil\.pkl: refused: .*global 'builtins.getattr'"
+    with pytest.raises(SystemExit, match=refused):
+        train_self_mm.main(["--data", str(tmp_path / "evil.pkl"), "--text-model", "unused"])
+    assert not marker.exists()

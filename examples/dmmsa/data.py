@@ -36,14 +36,18 @@ huge feature values (MOSEI's audio holds ``-inf``; MMSA zeroes the ``-inf`` sile
 replaced with 0 and counted in one :class:`MMSADataWarning` per split and modality.
 :class:`MSADataset` serves the samples as dicts of tensors that PyTorch's default collate batches.
 
-Pickle can run code while it loads: load only files you trust.
+The file is read with :func:`mtobjectives.io.load_pickle_safely`, a restricted unpickler that
+admits only dicts, lists, tuples, strings, numbers and NumPy arrays and dtypes: a feature file
+from a mirror cannot run code while it loads (a pickle that refers to anything else, e.g.
+``os.system``, is refused with an :class:`MMSADataError` naming that global), and a corrupt file
+fails with an :class:`MMSADataError` naming it instead of filling the memory.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-import pickle
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -53,6 +57,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from mtobjectives.io import PickleLoadError, load_pickle_safely
 
 __all__ = [
     "LABEL_RANGES",
@@ -87,7 +93,8 @@ class MMSADataError(ValueError):
 
 
 class MMSADataWarning(UserWarning):
-    """Feature values that were replaced while loading (non-finite or huge)."""
+    """Feature values that were replaced while loading (non-finite or huge), or clip ids that
+    two splits share (a leak between training and evaluation data)."""
 
 
 @dataclass
@@ -193,6 +200,9 @@ def _check_rank(where: str, key: str, array: np.ndarray, symbols: str) -> None:
 def _labels(
     where: str, key: str, value: object, label_range: tuple[float, float] | None
 ) -> np.ndarray:
+    if np.asarray(value).dtype.kind == "b":  # 0/1 would pass as sentiment scores
+        raise _fail(where, f"key {key!r} holds booleans; labels must be real-valued sentiment "
+                           "scores (msa_metrics refuses bool labels as well)")
     labels = _numeric(where, key, value, np.float32)
     if labels.ndim == 2 and labels.shape[1] == 1:  # some files store [N, 1]
         labels = labels[:, 0].copy()
@@ -393,17 +403,49 @@ def _resolve_range(
     return (low, high)
 
 
+def _check_options(
+    label_range: float | tuple[float, float] | str | None,
+    max_abs: float,
+    splits: str | Sequence[str],
+) -> tuple[tuple[float, float] | None, tuple[str, ...]]:
+    """The checked ``label_range`` bounds and split names (a single name is one split)."""
+    bounds = _resolve_range(label_range)
+    if not _is_real(max_abs) or not max_abs > 0:
+        raise ValueError(f"max_abs must be a number > 0 (math.inf keeps all finite values), "
+                         f"got {max_abs!r}")
+    names = (splits,) if isinstance(splits, str) else splits
+    if not isinstance(names, Sequence) or not all(isinstance(n, str) for n in names):
+        raise TypeError(f"splits must be a split name or a sequence of split names (str), "
+                        f"got {splits!r}")
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"splits must name at least one split, each once, got {splits!r}")
+    return bounds, tuple(names)
+
+
+def _check_leaks(source: str, splits: Mapping[str, MMSASplit]) -> list[str]:
+    """A message for each pair of splits that share clip ids (the same clips in both: a leak)."""
+    messages = []
+    names = list(splits)
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            shared = set(splits[first].ids) & set(splits[second].ids)
+            if shared:
+                messages.append(
+                    f"{source}: splits {first!r} and {second!r} share {len(shared)} clip id(s) "
+                    f"(e.g. {min(shared)!r}): a leak, the same clips are in both, so scores on "
+                    f"{second!r} overstate how the model does on unseen clips"
+                )
+    return messages
+
+
 def _parse(
     data: object,
     source: str,
     label_range: float | tuple[float, float] | str | None,
     max_abs: float,
-    splits: Sequence[str],
+    splits: str | Sequence[str],
 ) -> tuple[dict[str, MMSASplit], list[str]]:
-    bounds = _resolve_range(label_range)
-    if not _is_real(max_abs) or not max_abs > 0:
-        raise ValueError(f"max_abs must be a number > 0 (math.inf keeps all finite values), "
-                         f"got {max_abs!r}")
+    bounds, splits = _check_options(label_range, max_abs, splits)
     if not isinstance(data, Mapping):
         raise MMSADataError(
             f"{source}: must hold a dict of splits {_listing(list(splits))}, "
@@ -427,7 +469,7 @@ def _parse(
         result[name], notes = _parse_split(source, name, data[name], bounds, float(max_abs))
         messages += notes
     _check_consistent(source, result)
-    return result, messages
+    return result, messages + _check_leaks(source, result)
 
 
 def _check_consistent(source: str, splits: Mapping[str, MMSASplit]) -> None:
@@ -462,7 +504,7 @@ def parse_mmsa(
     *,
     label_range: float | tuple[float, float] | str | None = None,
     max_abs: float = 1e4,
-    splits: Sequence[str] = SPLITS,
+    splits: str | Sequence[str] = SPLITS,
     source: str = "<data>",
 ) -> dict[str, MMSASplit]:
     """Check and clean an in-memory MMSA dict (what :func:`load_mmsa` does after unpickling).
@@ -494,39 +536,46 @@ def load_mmsa(
     *,
     label_range: float | tuple[float, float] | str | None = None,
     max_abs: float = 1e4,
-    splits: Sequence[str] = SPLITS,
+    splits: str | Sequence[str] = SPLITS,
 ) -> dict[str, MMSASplit]:
     """Load an MMSA feature pickle, check it and clean its features.
 
     Checks, each an :class:`MMSADataError` naming the file, split and key: the path is a
-    readable pickle (not truncated); it holds a dict with the splits ``splits``; each split has
-    ``id``, ``raw_text``, ``regression_labels`` and ``text`` or ``text_bert`` (``audio`` and
-    ``vision`` are optional, ``*_lengths`` only with their features); ranks
+    readable pickle (not truncated; nothing but plain data and NumPy arrays, see
+    :func:`mtobjectives.io.load_pickle_safely`: a pickle that would run code is refused); it
+    holds a dict with the splits ``splits``; each split has ``id``, ``raw_text``,
+    ``regression_labels`` and ``text`` or ``text_bert`` (``audio`` and ``vision`` are
+    optional, ``*_lengths`` only with their features); ranks
     (``text``/``audio``/``vision`` 3-D, ``text_bert`` ``[N, 3, L]``, labels and lengths 1-D);
-    every key has ``N`` entries; labels are finite and, when
+    every key has ``N`` entries; labels are real numbers (not booleans), finite and, when
     ``label_range`` is given, inside it; lengths lie in ``[0, steps]``; token ids are whole
     non-negative numbers with a 0/1 attention mask; all splits share keys, modalities and
     feature sizes.
 
     Cleaning: NaN, :math:`\\pm\\infty` and values with :math:`|x| >` ``max_abs`` in ``text``,
     ``audio`` and ``vision`` are replaced with 0 (MMSA itself zeroes ``-inf`` in audio); one
-    :class:`MMSADataWarning` per split and modality counts them by kind.
+    :class:`MMSADataWarning` per split and modality counts them by kind. Splits that share clip
+    ids (the same ``id`` in train and test: a leak) load with an :class:`MMSADataWarning` that
+    gives the count.
 
     Args:
-        path: the ``.pkl`` file.
+        path: the ``.pkl`` file (``str`` or path-like).
         label_range: allowed labels, for all of ``regression_labels`` and
             ``regression_labels_T/A/V``: a number ``R`` for :math:`[-R, R]`, a pair
             ``(low, high)``, or ``"sims"`` (:math:`[-1, 1]`), ``"mosi"``/``"mosei"``
             (:math:`[-3, 3]`). ``None`` (default) checks only that labels are finite.
         max_abs: feature values with a larger magnitude count as corrupt (default
             :math:`10^4`; ``math.inf`` keeps every finite value).
-        splits: the splits to read (default ``("train", "valid", "test")``).
+        splits: the splits to read (default ``("train", "valid", "test")``), or one split's
+            name.
 
     Returns:
         ``{split name: MMSASplit}``.
 
     Raises:
         MMSADataError: the file is unusable (the message says why).
+        TypeError: ``path`` is not a ``str`` or path-like, or ``splits`` names no strings.
+        ValueError: ``label_range``, ``max_abs`` or ``splits`` is invalid.
 
     Example:
         >>> import pickle, tempfile, numpy as np
@@ -548,23 +597,29 @@ def load_mmsa(
         >>> print(str(caught[0].message).split(": ", 1)[1])
         replaced 1 value(s) of 'audio' with 0 (1 -inf, 0 +inf, 0 NaN, 0 with |x| > 10000)
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike naming an MMSA feature pickle, got "
+                        f"{type(path).__name__}")
     path = Path(path)
+    _check_options(label_range, max_abs, splits)  # bad arguments before reading a large file
     if not path.is_file():
         what = "is a directory" if path.is_dir() else "does not exist"
         raise MMSADataError(f"{path}: not a file ({what}); expected an MMSA feature pickle")
     try:
-        with open(path, "rb") as f:
-            data = pickle.load(f)
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError) as error:
+        data = load_pickle_safely(path)
+    except PickleLoadError as error:  # the message starts with the path
+        raise MMSADataError(str(error)) from None
+    except OSError as error:
+        raise MMSADataError(f"{path}: cannot be read ({type(error).__name__}: "
+                            f"{error.strerror or error})") from None
+    try:
+        result, messages = _parse(data, str(path), label_range, max_abs, splits)
+    except MMSADataError:
+        raise
+    except Exception as error:  # noqa: BLE001 - whatever a corrupt file causes names the file
         raise MMSADataError(
-            f"{path}: not a readable pickle, or truncated ({type(error).__name__}: {error})"
-        ) from error
-    except (AttributeError, ImportError) as error:
-        raise MMSADataError(
-            f"{path}: the pickle refers to Python objects that cannot be loaded here "
-            f"({type(error).__name__}: {error}); expected plain dicts of NumPy arrays"
-        ) from error
-    result, messages = _parse(data, str(path), label_range, max_abs, splits)
+            f"{path}: not an MMSA feature file ({type(error).__name__}: {error})"
+        ) from None
     for message in messages:
         warnings.warn(message, MMSADataWarning, stacklevel=2)
     return result

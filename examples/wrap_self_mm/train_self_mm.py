@@ -11,7 +11,8 @@ Run::
     python examples/wrap_self_mm/train_self_mm.py --data MOSI/unaligned_50.pkl \
         --text-model /path/to/bert-base-uncased
 
-``--data`` is an MMSA feature pickle (``text_bert``, ``audio``, ``vision`` and their lengths);
+``--data`` is an MMSA feature pickle (``text_bert``, ``audio``, ``vision`` and their lengths),
+read with :func:`mtobjectives.io.load_pickle_safely` (it runs no code from the file);
 ``--text-model`` is a local Hugging Face BERT folder (Self-MM's ``BertTextEncoder`` loads it with
 ``from_pretrained``). Needs ``pip install --no-deps mmsa==2.2.1`` plus ``easydict pandas
 nvidia-ml-py scikit-learn transformers``.
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 import mtobjectives as mt
 from mtobjectives.heads import DecompositionHead
+from mtobjectives.io import PickleLoadError, load_pickle_safely
 from mtobjectives.metrics import msa_metrics
 
 
@@ -154,8 +155,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
 
     torch.manual_seed(args.seed)
-    with open(args.data, "rb") as f:
-        splits = {name: load_split(split) for name, split in pickle.load(f).items()}
+    try:  # a restricted unpickler: a feature file from a mirror cannot run code
+        raw = load_pickle_safely(args.data)
+    except (OSError, PickleLoadError) as error:
+        raise SystemExit(f"--data: {error}") from None
+    splits = {name: load_split(split) for name, split in raw.items()}
     train = splits["train"]
     dims = (768, train["audio"].shape[-1], train["vision"].shape[-1])
     config = self_mm_config(args.dataset, args.text_model, dims)
