@@ -37,7 +37,7 @@ length; longer clips are averaged into that many segments), the same for every s
 The pipeline: read (labels, inputs) -> split (``official``: the ``mode`` column; ``grouped-kfold``:
 folds of whole videos) -> features (text, audio, vision) -> assemble (``--normalize train``:
 audio and vision standardised with the training split's statistics) -> write -> summary (printed
-and written to ``<out>.json``: the command, the videos of each split, the shapes, the timing).
+and written to ``<out>.json``: the settings, the videos of each split, the shapes, the timing).
 
 Memory: the result is held once (token features go straight into each split's array, and the
 pickle is written without a copy); before it is built the size is compared with the memory
@@ -58,15 +58,17 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from dmmsa.prepare_labels import OUTPUT_SPLITS, PrepareError
 from dmmsa.prepare_steps import (
+    GIB,
     Features,
     Inputs,
+    Log,
     PrepareOptions,
     SplitOptions,
     assemble,
@@ -84,9 +86,6 @@ __all__ = [
     "main",
     "prepare",
 ]
-
-Log = Callable[[str], None]
-_GiB = 2**30
 
 
 # ---- summary --------------------------------------------------------------------------------
@@ -255,7 +254,7 @@ def options_from_args(args: argparse.Namespace) -> PrepareOptions:
         audio_max_frames=args.audio_max_frames,
         audio_cache=None if args.audio_cache == "none" else args.audio_cache,
         normalize=args.normalize,
-        max_memory=None if args.max_memory is None else int(args.max_memory * _GiB),
+        max_memory=None if args.max_memory is None else int(args.max_memory * GIB),
     )
 
 

@@ -44,8 +44,8 @@ __all__ = [
     "write_pickle",
 ]
 
-Log = Callable[[str], None]
-_GiB = 2**30
+Log = Callable[[str], None]  # where progress messages go
+GIB = 2**30
 
 
 @dataclass(frozen=True)
@@ -238,10 +238,10 @@ def check_fits(needed: dict[str, int], options: PrepareOptions) -> None:
     total = sum(needed.values())
     if total <= budget:
         return
-    parts = ", ".join(f"{k} {v / _GiB:.2f} GiB" for k, v in needed.items())
+    parts = ", ".join(f"{k} {v / GIB:.2f} GiB" for k, v in needed.items())
     raise PrepareError(
-        f"memory: the pickle's arrays would take {total / _GiB:.2f} GiB ({parts}) but "
-        f"{budget / _GiB:.2f} GiB are available (--max-memory); lower --max-text-len or "
+        f"memory: the pickle's arrays would take {total / GIB:.2f} GiB ({parts}) but "
+        f"{budget / GIB:.2f} GiB are available (--max-memory); lower --max-text-len or "
         "--audio-max-frames, leave out --text-features (train.py then runs the encoder on the "
         "token ids: --text-source bert), or prepare the label file in parts"
     )
