@@ -271,7 +271,7 @@ def test_a_result_larger_than_the_memory_budget_is_refused(
     argv = _command(files, "mosi", out, "--text-features", "--max-memory", "1e-6")
     assert prepare.main(argv) == 2
     err = capsys.readouterr().err
-    assert "memory: the pickle's arrays would take" in err and "--max-text-len" in err
+    assert "memory: preparing would take" in err and "--max-text-len" in err
     assert not out.exists()
 
 

@@ -45,7 +45,7 @@ available (``--max-memory``), and preparation stops with a message saying what t
 
 Example::
 
-    python -m dmmsa.prepare --labels SIMS/label.csv --text-encoder bert-base-chinese-folder \\
+    python -m dmmsa.prepare --labels SIMS/label.csv --text-encoder path/to/bert-base-chinese \\
         --text-features --out runs/sims_text.pkl
     python -m dmmsa.prepare --labels cmu-mosi-400/labels.csv --audio-dir cmu-mosi-400/audio \\
         --visual cmu-mosi-400/visual_resnet18.npz --split grouped-kfold --folds 4 --fold 0 \\

@@ -35,6 +35,7 @@ __all__ = [
     "SplitOptions",
     "assemble",
     "check_fits",
+    "memory_needed",
     "compute_features",
     "pad_sequences",
     "read_inputs",
@@ -224,11 +225,31 @@ def available_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def memory_needed(inputs: Inputs, tokens: Tokens, options: PrepareOptions) -> dict[str, int]:
+    """Bytes the features will take, by part, before any is computed.
+
+    Audio counts twice (the per-clip features and the padded arrays) at ``audio_max_frames``
+    frames per clip, an upper bound; ``process`` is what the rest of the run takes besides the
+    arrays (Python, PyTorch, the encoder), 0.5 GiB (0.55-0.7 GiB measured at MiniLM-L6's width).
+    """
+    n, length = len(inputs.clips), tokens.max_len
+    needed = {"text_bert": 4 * n * 3 * length}
+    if options.text_features:
+        needed["text"] = 4 * n * length * (encoder_facts(inputs.encoder)[0] or 0)
+    if inputs.audio_files is not None:
+        needed["audio"] = 2 * 4 * n * options.audio_max_frames * options.audio_config.dim
+    if inputs.visual is not None:
+        first = next(iter(inputs.visual.values()))
+        needed["vision"] = 4 * n * max(len(v) for v in inputs.visual.values()) * first.shape[1]
+    needed["process"] = GIB // 2
+    return needed
+
+
 def check_fits(needed: dict[str, int], options: PrepareOptions) -> None:
-    """Refuse (before building them) arrays that would not fit in memory.
+    """Refuse (before building them) features that would not fit in memory.
 
     Args:
-        needed: array name -> bytes it will take.
+        needed: part name -> bytes it will take (:func:`memory_needed`).
         options: ``max_memory`` (``None``: :func:`available_memory`).
 
     Raises:
@@ -240,7 +261,7 @@ def check_fits(needed: dict[str, int], options: PrepareOptions) -> None:
         return
     parts = ", ".join(f"{k} {v / GIB:.2f} GiB" for k, v in needed.items())
     raise PrepareError(
-        f"memory: the pickle's arrays would take {total / GIB:.2f} GiB ({parts}) but "
+        f"memory: preparing would take {total / GIB:.2f} GiB ({parts}) but "
         f"{budget / GIB:.2f} GiB are available (--max-memory); lower --max-text-len or "
         "--audio-max-frames, leave out --text-features (train.py then runs the encoder on the "
         "token ids: --text-source bert), or prepare the label file in parts"
@@ -258,28 +279,20 @@ class Features:
     audio_summary: dict | None = None
 
 
-def text_features(inputs: Inputs, parts: dict, options: PrepareOptions, timing: dict,
-                  say: Log) -> Features:
-    """Step 3a: ``text_bert`` for every clip, and the encoder's features per split on request."""
+def text_features(inputs: Inputs, tokens: Tokens, parts: dict, timing: dict,
+                  say: Log) -> dict[str, np.ndarray]:
+    """Step 3b: the encoder's token features, per split."""
     t = time.perf_counter()
-    tokens = tokenize([c.text for c in inputs.clips], inputs.encoder, options.max_text_len)
-    timing["tokenize_s"] = time.perf_counter() - t
-    features = Features(tokens)
-    if options.text_features:
-        n, length = len(inputs.clips), tokens.max_len
-        hidden = encoder_facts(inputs.encoder)[0] or 0
-        check_fits({"text": 4 * n * length * hidden, "text_bert": 4 * n * 3 * length}, options)
-        t = time.perf_counter()
-        features.text = encode_text(tokens.text_bert, inputs.encoder, parts)
-        timing["text_features_s"] = time.perf_counter() - t
-        shape = (n, length, features.text["train"].shape[-1])
-        say(f"  text features: {shape} in {timing['text_features_s']:.1f} s")
-    return features
+    text = encode_text(tokens.text_bert, inputs.encoder, parts)
+    timing["text_features_s"] = time.perf_counter() - t
+    shape = (len(inputs.clips), tokens.max_len, text["train"].shape[-1])
+    say(f"  text features: {shape} in {timing['text_features_s']:.1f} s")
+    return text
 
 
 def audio_features(inputs: Inputs, options: PrepareOptions, out: Path, timing: dict,
                    say: Log) -> tuple[list[np.ndarray], dict]:
-    """Step 3b: each clip's audio features (from the cache where unchanged), capped."""
+    """Step 3c: each clip's audio features (from the cache where unchanged), capped."""
     t = time.perf_counter()
     cache = options.audio_cache
     cache_path = out.parent / "audio_features_cache.npz" if cache == "auto" else cache
@@ -305,16 +318,19 @@ def audio_features(inputs: Inputs, options: PrepareOptions, out: Path, timing: d
 
 def compute_features(inputs: Inputs, parts: dict, options: PrepareOptions, out: Path,
                      timing: dict, say: Log) -> Features:
-    """Step 3: text, audio and vision features (see the steps it calls)."""
-    features = text_features(inputs, parts, options, timing, say)
+    """Step 3: tokens, a memory check of what follows, then text, audio and vision features."""
+    t = time.perf_counter()
+    tokens = tokenize([c.text for c in inputs.clips], inputs.encoder, options.max_text_len)
+    timing["tokenize_s"] = time.perf_counter() - t
+    check_fits(memory_needed(inputs, tokens, options), options)
+    features = Features(tokens)
+    if options.text_features:
+        features.text = text_features(inputs, tokens, parts, timing, say)
     if inputs.audio_files is not None:
         features.audio, features.audio_summary = audio_features(inputs, options, out, timing,
                                                                 say)
     if inputs.visual is not None:
         features.vision = [inputs.visual[c.id] for c in inputs.clips]
-    padded = {"audio": features.audio, "vision": features.vision}
-    check_fits({k: 4 * len(v) * max(len(s) for s in v) * v[0].shape[1] for k, v in padded.items()
-                if v is not None}, options)
     return features
 
 
