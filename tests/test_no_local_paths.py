@@ -26,11 +26,7 @@ LOCAL_PATH = re.compile(
 NOT_COMMITTED = {".git", ".venv", "venv", "__pycache__", ".pytest_cache", ".ruff_cache",
                  ".hypothesis", "_build", "build", "dist", "runs", "data", "node_modules"}
 # Files another change is rewriting; each entry must still need its exemption (checked below).
-PENDING = {
-    # its module docstring's example commands (``../shared/data/...``): the preparation refactor
-    # of issue 13 rewrites this file and its examples take ``$DATA`` as the docs do
-    "examples/dmmsa/prepare_mosi.py",
-}
+PENDING: set[str] = set()  # files allowed to keep a machine-local path for now (none)
 
 
 def committed_files() -> list[Path]:
