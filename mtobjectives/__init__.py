@@ -15,7 +15,12 @@ from __future__ import annotations
 
 from mtobjectives import functional, heads, metrics
 from mtobjectives.binning import CoarseGrainedBinning
-from mtobjectives.contrastive import ContrastivePairs, MultiNTXentLoss, text_anchored_pairs
+from mtobjectives.contrastive import (
+    ContrastivePairs,
+    MultiNTXentLoss,
+    has_text_anchored_pair,
+    text_anchored_pairs,
+)
 from mtobjectives.heads import DecompositionHead, DMMSAOutputs
 from mtobjectives.metrics import msa_metrics
 from mtobjectives.objective import FEATURE_NAMES, MultiTaskObjective, ObjectiveResult, Task
@@ -39,6 +44,7 @@ __all__ = [
     "Weighter",
     "__version__",
     "functional",
+    "has_text_anchored_pair",
     "heads",
     "metrics",
     "msa_metrics",

@@ -20,7 +20,11 @@ from torch import Tensor, nn
 
 from mtobjectives._validation import check_choice, check_floating, check_positive, check_shape
 from mtobjectives.binning import CoarseGrainedBinning
-from mtobjectives.contrastive import MultiNTXentLoss, text_anchored_pairs
+from mtobjectives.contrastive import (
+    MultiNTXentLoss,
+    has_text_anchored_pair,
+    text_anchored_pairs,
+)
 from mtobjectives.weighting import DWAWeighter, EqualWeighter, GDWGWeighter, Weighter
 
 __all__ = ["FEATURE_NAMES", "MultiTaskObjective", "ObjectiveResult", "Task"]
@@ -162,10 +166,17 @@ class MultiTaskObjective(nn.Module):
         terms = {name: loss.detach() for name, loss in present.items()}
         return ObjectiveResult(total, terms, weights={name: weights[name] for name in terms})
 
-    def step(self) -> None:
-        """End the current stage of the weighter (call it at each epoch end); no-op without one."""
-        if self.weighter is not None:
-            self.weighter.step()
+    def step(self) -> dict[str, float]:
+        """End the current stage of the weighter (call it at each epoch end); no-op without one.
+
+        Returns:
+            ``{name: L_k(t)}``, the weighter's stage mean of each dynamic task (all-reduced under
+            :mod:`torch.distributed`, NaN for a task never present); ``{}`` without a weighter.
+        """
+        if self.weighter is None:
+            return {}
+        means = self.weighter.step().tolist()
+        return dict(zip(self.dynamic, means))
 
     def extra_repr(self) -> str:
         return f"fixed={self.fixed}, dynamic={list(self.dynamic)}"
@@ -349,7 +360,7 @@ def _cl_loss(
     """Eq. 11–12 with Eq. 3: anchor T_s, positives A_s, V_s, negatives T_d, A_d, V_d."""
     prediction, _ = _prediction_and_label(outputs, targets)
     features = _features(outputs, "features", [prediction.shape[0], None], "or pass cl=False")
-    if "T_s" not in features or not {"A_s", "V_s"} & features.keys():
+    if not has_text_anchored_pair(features):
         return None  # no anchor, or no anchor with a positive
     pairs = text_anchored_pairs(**features)
     return contrastive(pairs.anchor, pairs.candidates, pairs.positive_mask, pairs.valid_mask)

@@ -160,12 +160,17 @@ class Weighter(nn.Module):
         weighted = self.task_weights.to(losses.dtype) * losses
         return torch.where(present, weighted, torch.zeros_like(weighted)).sum()
 
-    def step(self) -> None:
+    def step(self) -> Tensor:
         """End the current stage: compute the weights of the next one and clear the sums.
 
         Under an initialized :mod:`torch.distributed` process group the stage sums and counts are
         first all-reduced (summed) over the ranks, so that every rank computes the same weights
         from the global stage means; this makes ``step()`` a collective call.
+
+        Returns:
+            The stage means :math:`L_k(t)` of the stage that ended (all-reduced), float64,
+            shape :math:`(K)`; NaN for a task that was never present (a training log can use
+            them instead of summing the losses a second time).
 
         Raises:
             ValueError: (GDWG, DWA) when a task was never present during the stage, or when a
@@ -183,6 +188,7 @@ class Weighter(nn.Module):
             self.stage_loss_sum.zero_()
             self.stage_loss_count.zero_()
             self.completed_stages += 1
+        return sums / counts
 
     def reset(self) -> None:
         """Forget everything: back to stage 1 with equal weights (baselines and sums cleared)."""

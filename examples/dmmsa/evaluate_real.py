@@ -45,6 +45,11 @@ from typing import Any
 
 import numpy as np
 
+from dmmsa.reporting import format_cell, mean_std
+
+__all__ = ["TABLES", "VARIANT_FLAGS", "Job", "collect", "main", "markdown", "paired_differences",
+           "parse_args", "plan", "run_jobs"]
+
 HERE = Path(__file__).resolve().parent
 TRAIN = HERE / "train.py"
 
@@ -298,18 +303,10 @@ def epoch_means(runs: list[list[float]]) -> list[float]:
     return [float(np.mean([r[i] for r in runs if len(r) > i])) for i in range(longest)]
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    array = np.asarray(values, dtype=np.float64)
-    return float(array.mean()), float(array.std(ddof=1)) if array.size > 1 else 0.0
-
-
 def cell(per_seed: dict[int, dict[str, float]], keys: tuple[str, ...]) -> str:
-    parts = []
-    for key in keys:
-        mean, std = mean_std([m[key] for m in per_seed.values()])
-        parts.append(f"{mean:.3f} ± {std:.3f}" if key in ("MAE", "Corr")
-                     else f"{100 * mean:.1f} ± {100 * std:.1f}")
-    return " / ".join(parts)
+    """Mean ± std over the seeds of each metric of ``keys`` (3 decimals; accuracies × 100, 1)."""
+    values = {key: mean_std([m[key] for m in per_seed.values()]) for key in keys}
+    return format_cell(values, keys, decimals=3)
 
 
 def paired_differences(rows: dict[str, Any], reference: str = "baseline",
@@ -362,7 +359,7 @@ def markdown(summary: dict[str, Any], wall: float, hw: str, argv: list[str]) -> 
         epochs = f"{np.mean(chosen):.1f} ({min(chosen)}–{max(chosen)})" if chosen else "—"
         lines.append(f"| {VARIANT_NAMES[variant]} | {len(per_seed)} | "
                      + " | ".join(cell(per_seed, keys) for _, keys in COLUMNS)
-                     + f" | {valid[0]:.3f} ± {valid[1]:.3f} | {epochs} | "
+                     + f" | {format_cell({'MAE': valid}, ('MAE',), 3)} | {epochs} | "
                      f"{row['train_seconds']:.0f} |")
     if len(folds) > 1:
         lines += ["", "Per fold (mean over the seeds each fold has): test MAE / test Corr "

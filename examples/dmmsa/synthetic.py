@@ -1,9 +1,10 @@
 """A synthetic multimodal sentiment dataset in MMSA's feature-pickle format.
 
 The embedded default data of the example: anyone can train DMMSA on a laptop without the paper's
-feature files. The file has the keys of an MMSA pickle (SPEC section 2, "MMSA feature pickle
-format"), so :func:`data.load_mmsa` reads it exactly as it reads MOSI, MOSEI or CH-SIMS, including
-CH-SIMS's unimodal labels ``regression_labels_T/A/V``.
+feature files. The file has the keys of an MMSA pickle (the feature files of the MMSA toolkit,
+in which the paper's datasets of section 4.1 are distributed), so :func:`data.load_mmsa` reads
+it exactly as it reads MOSI, MOSEI or CH-SIMS, including CH-SIMS's unimodal labels
+``regression_labels_T/A/V``.
 
 How the data is made (one sample):
 
@@ -59,6 +60,8 @@ from typing import Any
 
 import numpy as np
 
+from dmmsa.checks import is_int, is_real
+
 __all__ = [
     "CLS_ID",
     "NOT_ID",
@@ -103,7 +106,7 @@ def vocabulary(vocab_size: int = 64) -> tuple[list[str], np.ndarray]:
         >>> valence.round(2).tolist()
         [0.0, 0.0, 0.0, 0.0, 0.0, 0.3, 1.0, -0.3, -1.0, 0.0, 0.0]
     """
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 11:
+    if not is_int(vocab_size) or vocab_size < 11:
         raise ValueError(f"vocab_size must be an int >= 11, got {vocab_size!r}")
     n_words = vocab_size - len(_SPECIALS)
     n_polar = n_words // 3
@@ -120,7 +123,7 @@ def vocabulary(vocab_size: int = 64) -> tuple[list[str], np.ndarray]:
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    if not is_int(value) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
     return int(value)
 
@@ -128,7 +131,7 @@ def _check_int(name: str, value: object, minimum: int) -> int:
 def _check_float(
     name: str, value: object, *, low: float, high: float = math.inf, include_low: bool = False
 ) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_real(value):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     above = value >= low if include_low else value > low
     if not (math.isfinite(value) and above and value <= high):
