@@ -166,17 +166,19 @@ class MultiTaskObjective(nn.Module):
         terms = {name: loss.detach() for name, loss in present.items()}
         return ObjectiveResult(total, terms, weights={name: weights[name] for name in terms})
 
-    def step(self) -> dict[str, float]:
-        """End the current stage of the weighter (call it at each epoch end); no-op without one.
+    def step(self) -> None:
+        """End the current stage of the weighter (call it at each epoch end); no-op without one."""
+        if self.weighter is not None:
+            self.weighter.step()
 
-        Returns:
-            ``{name: L_k(t)}``, the weighter's stage mean of each dynamic task (all-reduced under
-            :mod:`torch.distributed`, NaN for a task never present); ``{}`` without a weighter.
-        """
-        if self.weighter is None:
+    @property
+    def last_stage_means(self) -> dict[str, float]:
+        """``{name: L_k(t)}``: the weighter's mean of each dynamic task over the stage that the
+        last :meth:`step` ended (all-reduced under :mod:`torch.distributed`, NaN for a task
+        never present); ``{}`` without a weighter or before the first ``step()``."""
+        if self.weighter is None or self.weighter.last_stage_means is None:
             return {}
-        means = self.weighter.step().tolist()
-        return dict(zip(self.dynamic, means))
+        return dict(zip(self.dynamic, self.weighter.last_stage_means.tolist()))
 
     def extra_repr(self) -> str:
         return f"fixed={self.fixed}, dynamic={list(self.dynamic)}"

@@ -126,6 +126,11 @@ class Weighter(nn.Module):
         self.register_buffer("stage_loss_count", torch.zeros(num_tasks, dtype=torch.long))
         # lambda(t), the weights of the current stage.
         self.register_buffer("task_weights", self._equal_weights())
+        #: The (all-reduced) stage means :math:`L_k(t)` of the last stage that :meth:`step`
+        #: ended, float64, shape :math:`(K)`, NaN for a task never present; ``None`` before
+        #: the first ``step()``. Not part of the state: a training log reads it right after
+        #: ``step()`` instead of summing the losses a second time.
+        self.last_stage_means: Tensor | None = None
 
     # ----------------------------------------------------------------------------------- API
     @property
@@ -160,17 +165,13 @@ class Weighter(nn.Module):
         weighted = self.task_weights.to(losses.dtype) * losses
         return torch.where(present, weighted, torch.zeros_like(weighted)).sum()
 
-    def step(self) -> Tensor:
+    def step(self) -> None:
         """End the current stage: compute the weights of the next one and clear the sums.
 
         Under an initialized :mod:`torch.distributed` process group the stage sums and counts are
         first all-reduced (summed) over the ranks, so that every rank computes the same weights
-        from the global stage means; this makes ``step()`` a collective call.
-
-        Returns:
-            The stage means :math:`L_k(t)` of the stage that ended (all-reduced), float64,
-            shape :math:`(K)`; NaN for a task that was never present (a training log can use
-            them instead of summing the losses a second time).
+        from the global stage means; this makes ``step()`` a collective call. The stage means
+        :math:`L_k(t)` it used are kept in :attr:`last_stage_means`.
 
         Raises:
             ValueError: (GDWG, DWA) when a task was never present during the stage, or when a
@@ -188,7 +189,7 @@ class Weighter(nn.Module):
             self.stage_loss_sum.zero_()
             self.stage_loss_count.zero_()
             self.completed_stages += 1
-        return sums / counts
+        self.last_stage_means = sums / counts
 
     def reset(self) -> None:
         """Forget everything: back to stage 1 with equal weights (baselines and sums cleared)."""
@@ -196,6 +197,7 @@ class Weighter(nn.Module):
             for buffer in self.buffers(recurse=False):
                 buffer.zero_()
             self.task_weights.copy_(self._equal_weights())
+        self.last_stage_means = None
 
     # ------------------------------------------------------------------------ for subclasses
     def _next_weights(self, sums: Tensor, counts: Tensor) -> Tensor:

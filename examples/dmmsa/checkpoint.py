@@ -4,6 +4,11 @@ A checkpoint (``seed<s>/checkpoint.pt``) holds the model, optimiser, scheduler, 
 state (GDWG's stage sums and weights), every rank's RNG states and epoch sums, the position in
 the epoch's sample order, the log rows, the best model so far, and the fingerprint of the
 resolved configuration (``configs.fingerprint``) that a resumed run must match.
+
+Checkpoints are loaded with ``torch.load(..., weights_only=True)``: a checkpoint holds only
+tensors and plain Python values (dicts, lists, tuples, strings, numbers, ``None``; NumPy's RNG
+state is stored as a tensor), so loading one never runs code, and a file that holds anything else
+is refused. Nothing non-finite is written: :meth:`Checkpointer.save` stops the run instead.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +25,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from dmmsa.configs import fingerprint_differences
 from dmmsa.distributed import Dist
+from dmmsa.evaluation import TrainingStopped
 
 if TYPE_CHECKING:
     from dmmsa.training import Phase
@@ -27,7 +35,8 @@ if TYPE_CHECKING:
 __all__ = ["CHECKPOINT_FORMAT", "Checkpointer", "EpochSums", "Progress", "atomic_save",
            "cpu_clone", "set_seed"]
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: weights_only-loadable (NumPy RNG state as a tensor), fingerprint of
+# the resolved configuration (1: a hand-kept list of arguments)
 
 
 @dataclass
@@ -67,9 +76,12 @@ def set_seed(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
+    """Every generator's state, as tensors and plain values (loadable with weights_only)."""
+    name, keys, position, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),  # noqa: NPY002
+        "numpy": {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)),
+                  "pos": int(position), "has_gauss": int(has_gauss), "gauss": float(gauss)},
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
@@ -77,7 +89,9 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])  # noqa: NPY002
+    saved = state["numpy"]
+    np.random.set_state((saved["name"], saved["keys"].numpy().astype(np.uint32),  # noqa: NPY002
+                         saved["pos"], saved["has_gauss"], saved["gauss"]))
     torch.set_rng_state(state["torch"])
     if state["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -121,26 +135,61 @@ class Checkpointer:
         """The checkpoint, checked against this run (format, fingerprint, number of processes).
 
         Raises:
-            SystemExit: it was made by another kind of run; the message says what differs.
+            SystemExit: the file cannot be read (empty, truncated, corrupted, or holding
+                anything but tensors and plain values), or it was made by another kind of run;
+                the message names the file, what differs and the way out.
         """
-        state = torch.load(self.path, map_location="cpu", weights_only=False)
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise SystemExit(f"{self.path}: not a checkpoint of this script "
-                             f"(format {state.get('format')})")
-        theirs = state["fingerprint"]
-        changed = {key: (theirs.get(key), value) for key, value in self.fingerprint.items()
-                   if theirs.get(key) != value}
+        state = self._read()
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            found = state.get("format") if isinstance(state, dict) else type(state).__name__
+            raise SystemExit(f"--resume: {self.path} is not a checkpoint of this version of "
+                             f"train.py (format {found}, expected {CHECKPOINT_FORMAT}); "
+                             f"{self._way_out()}")
+        changed = fingerprint_differences(state["fingerprint"], self.fingerprint)
         if changed:
-            raise SystemExit(f"--resume: {self.path} was made with other arguments "
-                             f"(saved, now): {changed}; rerun with the same ones or another --out")
+            raise SystemExit(f"--resume: {self.path} was made with other arguments (saved → "
+                             f"now: {'; '.join(changed)}); rerun with the same ones, or start "
+                             "again in another --out")
         if len(state["per_rank"]) != self.world.world:
             raise SystemExit(f"--resume: {self.path} was written by {len(state['per_rank'])} "
                              f"process(es), this run has {self.world.world}")
         return state
 
+    def _read(self) -> Any:
+        try:
+            return torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch raises many kinds for a damaged file
+            first = re.split(r"(?<=\.)\s", str(error).strip(), maxsplit=1)[0][:160]
+            kind = f"{type(error).__name__}: {first}" if first else type(error).__name__
+            raise SystemExit(f"--resume: cannot read {self.path} ({kind}): it is empty, "
+                             "truncated, corrupted, or holds something other than a checkpoint "
+                             f"of this script (it is loaded without running code). "
+                             f"{self._way_out()}") from error
+
+    def _way_out(self) -> str:
+        pretrained = self.path.with_name("pretrained.pt")
+        start = (f"or move it away and rerun with --stage fusion to start the fusion from the "
+                 f"pre-trained encoders in {pretrained}" if pretrained.exists() else
+                 "or move it away to train this seed from the start")
+        return f"Start again in a new --out, {start}."
+
     def save(self, phase: Phase, progress: Progress, model: nn.Module,
              completed: dict[str, Any]) -> None:
-        """Write everything ``--resume`` needs (a collective call: every rank's RNG state)."""
+        """Write everything ``--resume`` needs (a collective call: every rank's RNG state).
+
+        Raises:
+            TrainingStopped: the model holds a non-finite value; nothing is written, and the
+                message names the parameters and the last good checkpoint.
+        """
+        state = model.state_dict()
+        floating = [(name, tensor) for name, tensor in state.items() if tensor.is_floating_point()]
+        if floating and not bool(torch.stack([torch.isfinite(t).all() for _, t in floating]).all()):
+            bad = [name for name, tensor in floating if not bool(torch.isfinite(tensor).all())]
+            raise TrainingStopped(
+                f"non-finite value(s) in {len(bad)} parameter(s) ({', '.join(bad[:3])}"
+                f"{', ...' if len(bad) > 3 else ''}) after step {progress.step} (seed "
+                f"{self.seed}, {phase.name}); stopping without saving them. The last good "
+                f"checkpoint is {self.last_saved}")
         per_rank = self.world.gather({
             "rng": rng_state(),
             "objective": cpu_clone(phase.objective.state_dict()),
@@ -150,7 +199,7 @@ class Checkpointer:
             atomic_save({
                 "format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint, "seed": self.seed,
                 "phase": phase.name, "epoch": progress.epoch, "batch": progress.batch,
-                "step": progress.step, "completed": completed, "model": model.state_dict(),
+                "step": progress.step, "completed": completed, "model": state,
                 "optimizer": phase.optimizer.state_dict(),
                 "scheduler": phase.scheduler.state_dict(),
                 "history": progress.history, "best": progress.best, "per_rank": per_rank,

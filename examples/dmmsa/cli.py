@@ -15,7 +15,7 @@ from pathlib import Path
 from dmmsa import configs, data
 from mtobjectives import has_text_anchored_pair
 
-__all__ = ["data_path", "parse_args", "resolve_config"]
+__all__ = ["data_path", "generates_synthetic", "parse_args", "resolve_config"]
 
 
 def _add_what_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +23,11 @@ def _add_what_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="synthetic", choices=configs.config_names(),
                         help="Table 6 preset, or the embedded synthetic default")
     parser.add_argument("--data", type=Path, default=None,
-                        help="MMSA feature pickle (synthetic: generated into OUT/data if absent)")
+                        help="MMSA feature pickle (synthetic without --data: generated into "
+                             "OUT/data/synthetic.pkl if absent)")
+    parser.add_argument("--generate-synthetic", action="store_true",
+                        help="with --config synthetic: write the synthetic data into --data if "
+                             "that file does not exist (without it a missing --data is an error)")
     parser.add_argument("--text-model", default=None,
                         help="BERT name or local folder; implies --text-source bert "
                              "(default: the config's model)")
@@ -98,6 +102,9 @@ def _check_objective(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     if args.objective == "baseline" and knobs:
         parser.error(f"{'/'.join(knobs)} set the DMMSA objective; --objective baseline has no "
                      "contrastive task and fixed weights")
+    if args.generate_synthetic and args.config != "synthetic":
+        parser.error("--generate-synthetic writes the synthetic data; it needs --config "
+                     f"synthetic, got --config {args.config}")
     if args.cl_temperature is not None and not (math.isfinite(args.cl_temperature)
                                                 and args.cl_temperature > 0):
         parser.error(f"--cl-temperature must be a finite number > 0, got {args.cl_temperature}")
@@ -115,6 +122,10 @@ def _check_numbers(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         minimum = 0 if name in ("save_every", "num_workers") else 1
         if value is not None and value < minimum:
             parser.error(f"--{name.replace('_', '-')} must be >= {minimum}, got {value}")
+    if args.seeds is not None and len(set(args.seeds)) != len(args.seeds):
+        twice = sorted({seed for seed in args.seeds if args.seeds.count(seed) > 1})
+        parser.error(f"--seeds must be distinct (each seed is one run of the mean ± std), got "
+                     f"{' '.join(map(str, args.seeds))} ({', '.join(map(str, twice))} repeated)")
     if args.lr is not None and not args.lr > 0:
         parser.error(f"--lr must be > 0, got {args.lr}")
     if args.dropout is not None and not 0.0 <= args.dropout < 1.0:
@@ -143,6 +154,25 @@ def data_path(args: argparse.Namespace) -> Path:
     if args.config != "synthetic":
         raise SystemExit(f"--data is required for --config {args.config} (an MMSA pickle)")
     return args.out / "data" / "synthetic.pkl"
+
+
+def generates_synthetic(args: argparse.Namespace) -> bool:
+    """Whether the synthetic data is to be written: it is missing from the default location (or
+    from ``--data`` with ``--generate-synthetic``).
+
+    Raises:
+        SystemExit: ``--data`` names a missing file for the synthetic config without
+            ``--generate-synthetic`` (a mistyped real file would otherwise train on synthetic
+            data).
+    """
+    path = data_path(args)
+    if args.config != "synthetic" or path.exists():
+        return False
+    if args.data is not None and not args.generate_synthetic:
+        raise SystemExit(f"--data {path}: no such file. The synthetic data is generated only "
+                         "into OUT/data/synthetic.pkl (leave --data out), or into --data with "
+                         "--generate-synthetic")
+    return True
 
 
 def _apply_arguments(config: configs.ExperimentConfig, args: argparse.Namespace) -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "TrainConfig",
     "config_names",
     "fingerprint",
+    "fingerprint_differences",
     "freeze",
     "get_config",
     "minilm_folder",
@@ -497,4 +498,16 @@ def fingerprint(config: RunConfig) -> dict[str, str]:
     for key, value in dataclasses.asdict(config).items():
         walk(key, value)
     return flat
+
+
+def fingerprint_differences(saved: dict[str, str], now: dict[str, str]) -> list[str]:
+    """Each setting that differs between two fingerprints, as ``"name: saved → now"``.
+
+    Example:
+        >>> fingerprint_differences({"a": "1", "b": "2"}, {"a": "1", "b": "3", "c": "4"})
+        ['b: 2 → 3', 'c: (absent) → 4']
+    """
+    names = list(now) + [name for name in saved if name not in now]
+    return [f"{name}: {saved.get(name, '(absent)')} → {now.get(name, '(absent)')}"
+            for name in names if saved.get(name) != now.get(name)]
 

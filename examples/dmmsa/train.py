@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from typing import Any
 
@@ -54,15 +55,16 @@ from dmmsa.evaluation import TrainingStopped
 from dmmsa.reporting import plot_curves, results_table, summarize, write_json
 from dmmsa.training import Run, run_seed
 
-__all__ = ["main", "setup"]
+__all__ = ["main", "record_config", "setup"]
 
 
 def setup(args: argparse.Namespace) -> Run:
     """The run, built once: processes, the data (the synthetic default generated if absent),
     the frozen configuration (``cli.resolve_config``) and the datasets."""
-    world = Dist(args.device)
     path = cli.data_path(args)
-    if not path.exists() and args.config == "synthetic":
+    generate = cli.generates_synthetic(args)
+    world = Dist(args.device)
+    if generate:
         if world.main:
             print(f"generating the synthetic dataset into {path}")
             synthetic.make_synthetic(path, seed=0)
@@ -74,6 +76,31 @@ def setup(args: argparse.Namespace) -> Run:
     datasets = {name: data.MSADataset(split, text_source=text_source)
                 for name, split in splits.items()}
     return Run(args, config, datasets, world)
+
+
+def record_config(run: Run) -> None:
+    """Write ``OUT/config.json``; with ``--resume`` first check that the run that wrote it
+    trained the same experiment (its finished seeds are kept, and so is the file, otherwise)."""
+    path = run.args.out / "config.json"
+    if run.args.resume and path.exists():
+        saved = json.loads(path.read_text()).get("fingerprint")
+        if saved is None:
+            raise SystemExit(f"--resume: {path} was written by an older train.py, without the "
+                             "fingerprint that tells whether this run continues the same "
+                             "experiment; start again in another --out")
+        changed = configs.fingerprint_differences(saved, run.fingerprint)
+        if changed:
+            raise SystemExit(f"--resume: {run.args.out} holds a run made with other arguments "
+                             f"(saved → now: {'; '.join(changed)}); its results and config.json "
+                             "are left as they are. Rerun with the same arguments, or start "
+                             "again in another --out")
+    run.dist.barrier()  # every rank has checked before rank 0 writes
+    if run.dist.main:
+        run.args.out.mkdir(parents=True, exist_ok=True)
+        write_json({"args": {k: str(v) for k, v in vars(run.args).items()},
+                    "config": dataclasses.asdict(run.experiment),
+                    "phases": list(run.config.phases), "world_size": run.dist.world,
+                    "device": str(run.dist.device), "fingerprint": run.fingerprint}, path)
 
 
 def report(run: Run, results: list[dict[str, Any]]) -> None:
@@ -108,13 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         # OpenMP threads cost more than they give on 64-wide layers (10x slower on a busy machine)
         torch.set_num_threads(1)
     run = setup(args)
-    if run.dist.main:
-        args.out.mkdir(parents=True, exist_ok=True)
-        config_dump = {"args": {k: str(v) for k, v in vars(args).items()},
-                       "config": dataclasses.asdict(run.experiment),
-                       "phases": list(run.config.phases), "world_size": run.dist.world,
-                       "device": str(run.dist.device)}
-        write_json(config_dump, args.out / "config.json")
+    record_config(run)
     run.log(f"{objectives.run_name(run.config)} on {run.experiment.name} ({run.metric_set} "
             f"metrics), device {run.dist.device}{' bf16' if run.use_bf16 else ''}, "
             f"{run.dist.world} process(es), phases {list(run.config.phases)}, seeds "

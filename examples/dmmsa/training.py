@@ -39,8 +39,8 @@ from dmmsa.evaluation import TrainingStopped, as_float, metrics_of
 from dmmsa.reporting import write_csv, write_json
 from mtobjectives.metrics import msa_metrics
 
-__all__ = ["Phase", "Run", "build_phase", "end_epoch", "linear_warmup", "optimizer_for",
-           "run_seed", "train_phase", "train_step"]
+__all__ = ["Phase", "Run", "build_phase", "end_epoch", "gradient_norm", "linear_warmup",
+           "optimizer_for", "run_seed", "stop_on_non_finite", "train_phase", "train_step"]
 
 
 class Run:
@@ -198,20 +198,29 @@ def epoch_batches(run: Run, phase: Phase, progress: Progress, seed: int) -> Iter
                                  seed=seed * 100_003 + progress.epoch))
 
 
-def stop_on_non_finite(losses: dict[str, float], world: Dist, where: str,
-                       last_saved: str) -> None:
-    """Stop every rank when any rank's loss is not finite; name the task(s) and the step."""
-    bad = [name for name, value in losses.items() if not math.isfinite(value)]
+def stop_on_non_finite(values: dict[str, float], world: Dist, where: str, last_saved: str,
+                       what: str = "loss in task(s)") -> None:
+    """Stop every rank when any rank's value is not finite; name them and the step."""
+    bad = [name for name, value in values.items() if not math.isfinite(value)]
     if world.world > 1:
         if world.sum([float(bool(bad))])[0] == 0:
             return
         bad = sorted({name for names in world.gather(bad) for name in names})
     if bad:
-        values = ", ".join(f"{name}={losses[name]:.4g}" for name in bad if name in losses)
+        shown = ", ".join(f"{name}={values[name]:.4g}" for name in bad if name in values)
         raise TrainingStopped(
-            f"non-finite loss in task(s) {', '.join(bad)} at {where} ({values}); stopping. "
+            f"non-finite {what} {', '.join(bad)} at {where} ({shown}); stopping. "
             f"Nothing was saved after this step; the last good checkpoint is {last_saved}"
         )
+
+
+def gradient_norm(net: nn.Module, clip: float | None) -> float:
+    """The total 2-norm of ``net``'s gradients; they are clipped to ``clip`` when given."""
+    parameters = [p for p in net.parameters() if p.grad is not None]
+    norm = nn.utils.get_total_norm([p.grad for p in parameters])
+    if clip is not None:
+        nn.utils.clip_grads_with_norm_(parameters, clip, norm)
+    return float(norm)
 
 
 def train_step(run: Run, phase: Phase, progress: Progress, batch: dict[str, Any],
@@ -236,8 +245,8 @@ def train_step(run: Run, phase: Phase, progress: Progress, batch: dict[str, Any]
     stop_on_non_finite(losses, run.dist, where, last_saved)
     phase.optimizer.zero_grad(set_to_none=True)
     result.loss.backward()
-    if run.experiment.train.grad_clip is not None:
-        nn.utils.clip_grad_norm_(phase.net.parameters(), run.experiment.train.grad_clip)
+    norm = gradient_norm(phase.net, run.experiment.train.grad_clip)
+    stop_on_non_finite({"gradient norm": norm}, run.dist, where, last_saved, what="value of")
     phase.optimizer.step()
     phase.scheduler.step()
     progress.step += 1
@@ -259,7 +268,8 @@ def end_epoch(run: Run, phase: Phase, progress: Progress, started: float) -> dic
 
     Returns the epoch's validation metrics.
     """
-    means = phase.objective.step()  # weighter's stage means, all-reduced (collective)
+    phase.objective.step()  # the end of a GDWG stage (collective under DDP)
+    means = phase.objective.last_stage_means  # the weighter's, all-reduced in step()
     own, sums = phase.logged_by_us, progress.sums
     totals = run.dist.sum([sums.sum[t] for t in own] + [sums.count[t] for t in own]
                           + [sums.total, sums.batches])
@@ -397,7 +407,8 @@ def _start_model(run: Run, seed: int, seed_dir: Path, checkpoint: dict[str, Any]
     if run.config.stage == "fusion":
         pretrained = seed_dir / "pretrained.pt"
         if pretrained.exists():
-            model.load_state_dict(torch.load(pretrained, map_location=run.dist.device))
+            model.load_state_dict(torch.load(pretrained, map_location=run.dist.device,
+                                             weights_only=True))
             run.log(f"seed {seed}: fusion starts from the pre-trained encoders in {pretrained}")
         else:
             run.log(f"seed {seed}: no {pretrained}; fusion starts without unimodal pre-training")
