@@ -121,7 +121,7 @@ def _lse(values: list[float]) -> float:
 
 
 def _anchor_reference(logits: list[float], positive: list[bool], form: str) -> float:
-    """One anchor's loss from its candidate logits, by the formulas of SPEC 1.1."""
+    """One anchor's loss from its candidate logits, by Eq. 3 (``in``) and SupCon's ``out``."""
     pos = [v for v, p in zip(logits, positive) if p]
     if form == "in":
         return _lse(logits) - _lse(pos)
