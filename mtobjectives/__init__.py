@@ -22,6 +22,7 @@ from mtobjectives.contrastive import (
     ContrastivePairs,
     MultiNTXentLoss,
     PairBuilder,
+    has_text_anchored_pair,
     text_anchored_pairs,
 )
 from mtobjectives.heads import DecompositionHead, DMMSAOutputs
@@ -72,6 +73,7 @@ __all__ = [
     "check_dmmsa_batch",
     "cl_loss",
     "functional",
+    "has_text_anchored_pair",
     "heads",
     "metrics",
     "msa_metrics",

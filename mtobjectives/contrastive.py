@@ -2,7 +2,7 @@ r"""The Multi NT-Xent loss as a module, and DMMSA's text-anchored pair builder (
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import NamedTuple
 
 import torch
@@ -18,7 +18,13 @@ from mtobjectives.functional import (
     multi_nt_xent_from_labels,
 )
 
-__all__ = ["ContrastivePairs", "MultiNTXentLoss", "PairBuilder", "text_anchored_pairs"]
+__all__ = [
+    "ContrastivePairs",
+    "MultiNTXentLoss",
+    "PairBuilder",
+    "has_text_anchored_pair",
+    "text_anchored_pairs",
+]
 
 POSITIVE_NAMES: tuple[str, ...] = ("V_s", "A_s")
 
@@ -153,6 +159,27 @@ class ContrastivePairs(NamedTuple):
 #: :class:`ContrastivePairs` of the batch, or ``None`` when it forms none.
 #: :func:`text_anchored_pairs` is one.
 PairBuilder = Callable[..., ContrastivePairs | None]
+
+
+def has_text_anchored_pair(names: Collection[str]) -> bool:
+    r"""Whether features named ``names`` hold a text-anchored positive pair (Eq. 11).
+
+    DMMSA's contrastive task needs the anchor :math:`T_s` and at least one positive,
+    :math:`A_s` or :math:`V_s`; without them :math:`L_{CL}` is undefined (no anchor has a
+    positive). For modalities, pass ``[m + "_s" for m in modalities]``.
+
+    Args:
+        names: feature names, e.g. the keys of ``outputs["features"]``.
+
+    Returns:
+        ``True`` when ``"T_s"`` and ``"A_s"`` or ``"V_s"`` are among ``names``.
+
+    Example:
+        >>> import mtobjectives as mt
+        >>> mt.has_text_anchored_pair(["T_s", "T_d", "V_s"]), mt.has_text_anchored_pair(["T_s"])
+        (True, False)
+    """
+    return "T_s" in names and any(name in names for name in POSITIVE_NAMES)
 
 
 def text_anchored_pairs(

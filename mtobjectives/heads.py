@@ -23,7 +23,7 @@ from mtobjectives._validation import (
     check_shape,
 )
 
-__all__ = ["MODALITIES", "DMMSAOutputs", "DecompositionHead"]
+__all__ = ["MODALITIES", "DMMSAOutputs", "DecompositionHead", "mlp"]
 
 #: The modalities a head accepts, in the order of the paper's concatenation (Eq. 6).
 MODALITIES: tuple[str, ...] = ("T", "A", "V")
@@ -55,8 +55,26 @@ def _check_widths(name: str, value: object) -> tuple[int, ...]:
     return tuple(_check_width(f"{name}[{i}]", w) for i, w in enumerate(value))
 
 
-def _mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
-    """``Linear -> GELU`` for each hidden width, then a final ``Linear`` (ConFEDE's classifier)."""
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int = 1) -> nn.Sequential:
+    """``Linear -> GELU`` for each hidden width, then a final ``Linear`` (ConFEDE's classifier).
+
+    The fusion MLP, the coarse classifier and the unimodal MLP of :class:`DecompositionHead` are
+    built with it (Eq. 6-8), as are ConFEDE's unimodal pre-training regressors.
+
+    Shape:
+        - input: ``[..., in_dim]``; output: ``[..., out_dim]``.
+
+    Example:
+        >>> from mtobjectives.heads import mlp
+        >>> mlp(8, (4, 2), 1)
+        Sequential(
+          (0): Linear(in_features=8, out_features=4, bias=True)
+          (1): GELU(approximate='none')
+          (2): Linear(in_features=4, out_features=2, bias=True)
+          (3): GELU(approximate='none')
+          (4): Linear(in_features=2, out_features=1, bias=True)
+        )
+    """
     layers: list[nn.Module] = []
     for width in hidden:
         layers += [nn.Linear(in_dim, width), nn.GELU()]
@@ -193,9 +211,9 @@ class DecompositionHead(nn.Module):
             {m: _projector(d, self.feature_dim, dropout) for m, d in self.in_dims.items()}
         )
         fused_dim = len(self.feature_names) * self.feature_dim
-        self.fusion = _mlp(fused_dim, fusion_hidden, 1)
-        self.classifier = _mlp(fused_dim, fusion_hidden, self.num_classes)
-        self.unimodal = _mlp(self.feature_dim, unimodal_hidden, 1)
+        self.fusion = mlp(fused_dim, fusion_hidden, 1)
+        self.classifier = mlp(fused_dim, fusion_hidden, self.num_classes)
+        self.unimodal = mlp(self.feature_dim, unimodal_hidden, 1)
 
     def forward(self, features: Mapping[str, Tensor]) -> DMMSAOutputs:
         """Decompose ``features`` and run the three heads (see the class docstring)."""

@@ -22,7 +22,12 @@ from torch import Tensor, nn
 
 from mtobjectives._validation import check_choice, check_floating, check_positive, check_shape
 from mtobjectives.binning import CoarseGrainedBinning
-from mtobjectives.contrastive import MultiNTXentLoss, PairBuilder, text_anchored_pairs
+from mtobjectives.contrastive import (
+    MultiNTXentLoss,
+    PairBuilder,
+    has_text_anchored_pair,
+    text_anchored_pairs,
+)
 from mtobjectives.functional import multi_nt_xent_from_labels
 from mtobjectives.schedules import TaskSchedule
 from mtobjectives.weighting import (
@@ -273,6 +278,15 @@ class MultiTaskObjective(nn.Module):
             name: check_positive(f"schedules[{name!r}]({stage})", schedule(stage), allow_zero=True)
             for name, schedule in self.schedules.items()
         }
+
+    @property
+    def last_stage_means(self) -> dict[str, float]:
+        """``{name: L_k(t)}``: the weighter's mean of each dynamic task over the stage that the
+        last :meth:`step` ended (all-reduced under :mod:`torch.distributed`, NaN for a task
+        never present); ``{}`` without a weighter or before the first ``step()``."""
+        if self.weighter is None or self.weighter.last_stage_means is None:
+            return {}
+        return dict(zip(self.dynamic, self.weighter.last_stage_means.tolist()))
 
     def extra_repr(self) -> str:
         schedules = f", schedules={self.schedules}" if self.schedules else ""
@@ -646,7 +660,7 @@ def cl_loss(
         return None  # no anchor
     contrastive = MultiNTXentLoss() if contrastive is None else contrastive
     parts: list[Tensor] = []
-    built = pairs(**features) if {"A_s", "V_s"} & features.keys() else None
+    built = pairs(**features) if has_text_anchored_pair(features) else None
     if built is not None:
         anchor = built.anchor.detach() if detach_anchor else built.anchor
         parts.append(

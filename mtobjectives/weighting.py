@@ -141,6 +141,11 @@ class Weighter(nn.Module):
         self.register_buffer("stage_loss_count", torch.zeros(num_tasks, dtype=torch.long))
         # lambda(t), the weights of the current stage.
         self.register_buffer("task_weights", self._equal_weights())
+        #: The (all-reduced) stage means :math:`L_k(t)` of the last stage that :meth:`step`
+        #: ended, float64, shape :math:`(K)`, NaN for a task never present; ``None`` before
+        #: the first ``step()``. Not part of the state: a training log reads it right after
+        #: ``step()`` instead of summing the losses a second time.
+        self.last_stage_means: Tensor | None = None
 
     # ----------------------------------------------------------------------------------- API
     @property
@@ -207,7 +212,8 @@ class Weighter(nn.Module):
 
         Under an initialized :mod:`torch.distributed` process group the stage sums and counts are
         first all-reduced (summed) over the ranks, so that every rank computes the same weights
-        from the global stage means; this makes ``step()`` a collective call.
+        from the global stage means; this makes ``step()`` a collective call. The stage means
+        :math:`L_k(t)` it used are kept in :attr:`last_stage_means`.
 
         Raises:
             ValueError: (GDWG, DWA) when a task was never present during the stage, or when a
@@ -225,6 +231,7 @@ class Weighter(nn.Module):
             self.stage_loss_sum.zero_()
             self.stage_loss_count.zero_()
             self.completed_stages += 1
+        self.last_stage_means = sums / counts
 
     def reset(self) -> None:
         """Forget everything: back to stage 1 with equal weights (baselines and sums cleared)."""
@@ -232,6 +239,7 @@ class Weighter(nn.Module):
             for buffer in self.buffers(recurse=False):
                 buffer.zero_()
             self.task_weights.copy_(self._equal_weights())
+        self.last_stage_means = None
 
     # ------------------------------------------------------------------------ for subclasses
     def _weighted_losses(self, losses: Tensor, present: Tensor) -> Tensor:

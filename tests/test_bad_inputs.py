@@ -1,7 +1,8 @@
 """Every bad input tried on the library and on the example's data loader, and what the user gets.
 
-Two tables, one parametrized test each: :data:`LIBRARY_ROWS` (the objectives, the head, the
-metrics) and :data:`LOADER_ROWS` (``examples/dmmsa/data.py``). A row either expects an exception
+Three tables, one parametrized test each: :data:`LIBRARY_ROWS` (the objectives, the head, the
+metrics), :data:`LOADER_ROWS` (``examples/dmmsa/data.py``) and :data:`TRAIN_ROWS` (the command
+line, resume and checkpoints of ``examples/dmmsa/train.py``). A row either expects an exception
 of a given type whose message names the argument (a regex), or it is an input that works and the
 row checks what it returns (a batch of one, identical labels, an empty batch, ...). Rows whose
 current behaviour is a known library bug are ``xfail(strict=True)`` with the reason; each xfail
@@ -12,10 +13,13 @@ also pins how the library fails today (``raises=``), so a change in the failure 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import os
 import pickle
 import re
+import shutil
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +34,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import mtobjectives as mt
-from dmmsa import data
+from dmmsa import data, objectives, synthetic, train, training
 from mtobjectives import functional as F
 from mtobjectives.heads import DecompositionHead
 from mtobjectives.metrics import msa_metrics
@@ -121,7 +125,7 @@ def _lse(values: list[float]) -> float:
 
 
 def _anchor_reference(logits: list[float], positive: list[bool], form: str) -> float:
-    """One anchor's loss from its candidate logits, by the formulas of SPEC 1.1."""
+    """One anchor's loss from its candidate logits, by Eq. 3 (``in``) and SupCon's ``out``."""
     pos = [v for v, p in zip(logits, positive) if p]
     if form == "in":
         return _lse(logits) - _lse(pos)
@@ -1114,6 +1118,194 @@ def test_loader_errors_are_value_errors() -> None:
     assert issubclass(data.MMSADataError, ValueError)
 
 
+# ------------------------------------------------------ the reference system's train.py
+class TrainFailed(Exception):
+    """``train.main`` exited (``SystemExit``) or returned non-zero; the message is what it said."""
+
+
+@dataclass
+class Workspace:
+    """A tiny synthetic file, a finished one-epoch fusion run of it, and a fresh ``out``."""
+
+    folder: Path
+    data: Path
+    finished: Path
+
+    @property
+    def out(self) -> Path:
+        return self.folder / "out"
+
+    def argv(self, *extra: str) -> list[str]:
+        return ["--data", str(self.data), "--out", str(self.out), "--stage", "fusion",
+                "--epochs", "1", "--batch-size", "16", "--threads", "1", "--limit-batches", "1",
+                *extra]
+
+    def main(self, *extra: str, argv: list[str] | None = None) -> int:
+        """``train.main``; what it writes to stderr (or exits with) becomes a ``TrainFailed``."""
+        threads, err = torch.get_num_threads(), io.StringIO()
+        try:
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                code = train.main(self.argv(*extra) if argv is None else argv)
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else 2
+            err.write(str(stop.code) if not isinstance(stop.code, int) else "")
+        finally:
+            torch.set_num_threads(threads)
+        if code:
+            raise TrainFailed(err.getvalue())
+        return code
+
+    def copy_finished(self, *, keep_result: bool = True) -> Path:
+        """The finished run as ``out`` (without ``seed1/result.json``: it resumes from the
+        checkpoint)."""
+        shutil.copytree(self.finished, self.out)
+        if not keep_result:
+            (self.out / "seed1" / "result.json").unlink()
+        return self.out / "seed1" / "checkpoint.pt"
+
+
+def _resume_finished_with_other_settings(ws: Workspace) -> None:
+    ws.copy_finished()
+    before = (ws.out / "config.json").read_text()
+    try:
+        ws.main("--resume", "--epochs", "5", "--lr", "0.1")
+    finally:
+        assert (ws.out / "config.json").read_text() == before, "config.json was rewritten"
+
+
+def _damaged_checkpoint(ws: Workspace, keep: float) -> None:
+    path = ws.copy_finished(keep_result=False)
+    content = path.read_bytes()
+    path.write_bytes(content[: int(len(content) * keep)])
+    ws.main("--resume")
+
+
+class _CreatesFile:
+    """Unpickled, it would create the file ``marker`` (what a hostile checkpoint could do)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (str(self.marker), "w"))
+
+
+def _checkpoint_that_runs_code(ws: Workspace) -> None:
+    path = ws.copy_finished(keep_result=False)
+    marker = ws.folder / "ran"
+    torch.save({"format": 2, "payload": _CreatesFile(marker)}, path)
+    try:
+        ws.main("--resume")
+    finally:
+        assert not marker.exists(), "loading the checkpoint ran code"
+
+
+def _finite_loss_non_finite_gradient(ws: Workspace) -> None:
+    def sqrt_of_zero(outputs: dict[str, Any], targets: dict[str, Any]) -> torch.Tensor:
+        prediction = outputs["prediction"]  # loss 0, gradient 0 * inf = NaN
+        return torch.sqrt((prediction - prediction.detach()) ** 2).mean()
+
+    def objective(*args: Any) -> mt.MultiTaskObjective:
+        return mt.MultiTaskObjective({"MSR": sqrt_of_zero})
+
+    original = objectives.fusion_objective
+    objectives.fusion_objective = objective
+    try:
+        ws.main("--save-every", "1")
+    finally:
+        objectives.fusion_objective = original
+
+
+def _non_finite_parameters_are_not_saved(ws: Workspace) -> None:
+    original = training.optimizer_for
+
+    def optimizer_for(net: torch.nn.Module, *args: Any, **kwargs: Any) -> torch.optim.Optimizer:
+        optimizer = original(net, *args, **kwargs)
+
+        def overflow(*_: Any) -> None:  # after each step: an update that overflowed
+            with torch.no_grad():
+                next(net.parameters()).view(-1)[0] = math.inf
+
+        optimizer.register_step_post_hook(overflow)
+        return optimizer
+
+    training.optimizer_for = optimizer_for
+    try:
+        ws.main("--save-every", "1")
+    finally:
+        training.optimizer_for = original
+        assert not (ws.out / "seed1" / "checkpoint.pt").exists()
+
+
+def _generated_where_asked(ws: Workspace) -> bool:
+    target = ws.folder / "new.pkl"
+    ws.main(argv=[*ws.argv()[2:], "--data", str(target), "--generate-synthetic"])
+    return target.is_file()
+
+
+TRAIN_ROWS = [
+    row("train-resume-changed-setting",
+        lambda ws: (ws.copy_finished(keep_result=False), ws.main("--resume", "--cl-temperature",
+                                                                 "0.25")),
+        raises=TrainFailed,
+        match=r"made with other arguments \(saved → now: experiment\.train\.objective\."
+              r"temperature: 0\.5 → 0\.25\)"),
+    row("train-resume-checkpoint-of-other-settings",
+        lambda ws: (ws.copy_finished(keep_result=False), (ws.out / "config.json").unlink(),
+                    ws.main("--resume", "--weight-scale", "num_tasks")),
+        raises=TrainFailed,
+        match=r"checkpoint\.pt was made with other arguments \(saved → now: experiment\.train"
+              r"\.objective\.scale: 'sum_one' → 'num_tasks'\)"),
+    row("train-resume-finished-seed-changed", _resume_finished_with_other_settings,
+        raises=TrainFailed,
+        match=r"experiment\.train\.fusion\.epochs: 1 → 5; experiment\.train\.fusion\.lr: "
+              r"0\.0005 → 0\.1\); its results and config\.json are left as they are"),
+    row("train-resume-empty-checkpoint", lambda ws: _damaged_checkpoint(ws, 0.0),
+        raises=TrainFailed,
+        match=r"cannot read \S*checkpoint\.pt \(.*\): it is empty, truncated, corrupted.*"
+              r"Start again in a new --out"),
+    row("train-resume-truncated-checkpoint", lambda ws: _damaged_checkpoint(ws, 0.5),
+        raises=TrainFailed, match=r"cannot read \S*checkpoint\.pt \(.*Start again in a new"),
+    row("train-resume-checkpoint-runs-code", _checkpoint_that_runs_code, raises=TrainFailed,
+        match=r"cannot read \S*checkpoint\.pt \(UnpicklingError: Weights only load failed"),
+    row("train-non-finite-gradient", _finite_loss_non_finite_gradient, raises=TrainFailed,
+        match=r"non-finite value of gradient norm at step 1 \(seed 1, fusion, epoch 1, batch 1\)"
+              r" \(gradient norm=nan\); stopping"),
+    row("train-non-finite-parameters-not-saved", _non_finite_parameters_are_not_saved,
+        raises=TrainFailed,
+        match=r"non-finite value\(s\) in \d+ parameter\(s\) .* after step 1 .* stopping "
+              r"without saving them. The last good checkpoint is none"),
+    row("train-duplicate-seeds", lambda ws: ws.main("--seeds", "1", "1"), raises=TrainFailed,
+        match=r"--seeds must be distinct .*, got 1 1 \(1 repeated\)"),
+    row("train-missing-data-file",
+        lambda ws: ws.main(argv=[*ws.argv()[2:], "--data", str(ws.folder / "typo.pkl")]),
+        raises=TrainFailed, match=r"--data \S*typo\.pkl: no such file"),
+    row("train-generate-synthetic-into-data", _generated_where_asked, returns=lambda ok: ok),
+]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("train")
+    tiny = synthetic.make_synthetic(folder / "tiny.pkl", seed=0, n_train=32, n_valid=8,
+                                    n_test=8)
+    Workspace(folder, tiny, folder).main(argv=Workspace(folder, tiny, folder).argv()[:2]
+                                         + ["--out", str(folder / "finished"),
+                                            *Workspace(folder, tiny, folder).argv()[4:]])
+    return tiny, folder / "finished"
+
+
+@pytest.mark.parametrize("case", TRAIN_ROWS)
+def test_train_bad_input(case: Case, finished_run: tuple[Path, Path], tmp_path: Path) -> None:
+    workspace = Workspace(tmp_path, *finished_run)
+    if case.raises is not None:
+        with pytest.raises(case.raises, match=case.match):
+            case.call(workspace)
+    else:
+        result = case.call(workspace)
+        assert case.returns(result), f"unexpected result: {result!r}"
+
+
 # ------------------------------------------------------------------ the page in the docs
 def _row_ids(rows: list[Any]) -> list[str]:
     return [param.id for param in rows]
@@ -1121,7 +1313,7 @@ def _row_ids(rows: list[Any]) -> list[str]:
 
 def test_every_row_is_in_the_docs_table_and_nothing_else() -> None:
     documented = re.findall(r"^\s*\* - ``([a-z0-9-]+)``", DOCS_PAGE.read_text(), re.M)
-    tested = _row_ids(LIBRARY_ROWS) + _row_ids(LOADER_ROWS)
+    tested = _row_ids(LIBRARY_ROWS) + _row_ids(LOADER_ROWS) + _row_ids(TRAIN_ROWS)
     assert len(set(tested)) == len(tested), "duplicate test ids"
     assert sorted(set(tested) - set(documented)) == [], "rows missing from docs/robustness.rst"
     assert sorted(set(documented) - set(tested)) == [], "docs/robustness.rst lists unknown rows"
@@ -1132,7 +1324,7 @@ def test_known_bugs_are_marked_in_the_docs_table() -> None:
     """A row that is xfail in the tests says "known bug" in the docs (and only those rows)."""
     text = DOCS_PAGE.read_text()
     cells = dict(re.findall(r"^ *\* - ``([a-z0-9-]+)``\n((?: {5,}\S.*\n)+)", text, re.M))
-    buggy = {p.id for p in LIBRARY_ROWS + LOADER_ROWS if p.marks}
+    buggy = {p.id for p in LIBRARY_ROWS + LOADER_ROWS + TRAIN_ROWS if p.marks}
     marked = {test_id for test_id, rest in cells.items() if "known bug" in rest.lower()}
     assert buggy == marked
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import mtobjectives as mt
 
-# The tables exactly as SPEC 1.2 writes them (Tables 7 and 8 of the paper), class 0 first.
+# The tables exactly as the paper writes them (Tables 7 and 8), class 0 first.
 TABLES = {
     ("sims", 2): "[-1, 0], (0, 1]",
     ("sims", 3): "[-1, -0.1], (-0.1, 0.1], (0.1, 1]",

@@ -1247,3 +1247,16 @@ BAD_INPUTS = {
 def test_bad_input_raises_an_error_naming_the_argument(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+@pytest.mark.parametrize("names", [
+    ("T_s",), ("T_s", "T_d"), ("T_s", "A_s"), ("T_s", "V_s", "V_d"), ("A_s", "V_s"),
+    ("T_s", "T_d", "A_s", "A_d", "V_s", "V_d"), ("T_s", "A_d", "V_d"),
+])
+def test_has_text_anchored_pair_agrees_with_the_pairs_it_would_build(names) -> None:
+    features = {name: torch.randn(2, 4) for name in names}
+    if "T_s" not in features:
+        assert not mt.has_text_anchored_pair(names)
+        return
+    pairs = mt.text_anchored_pairs(**features)
+    assert mt.has_text_anchored_pair(names) == bool(pairs.positive_mask.any())

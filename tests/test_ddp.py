@@ -59,7 +59,7 @@ import os
 import sys
 
 import mtobjectives as mt
-from dmmsa import train
+from dmmsa import evaluation, train
 
 RECORD = os.path.join({record!r}, "rank" + os.environ.get("RANK", "0") + ".jsonl")
 
@@ -87,7 +87,7 @@ def step(self):
 
 mt.MultiTaskObjective.step = step
 
-original_predict = train.predict
+original_predict = evaluation.predict
 
 
 def predict(net, dataset, batch_size, label, run):
@@ -99,7 +99,7 @@ def predict(net, dataset, batch_size, label, run):
     return original_predict(net, dataset, batch_size, label, run)
 
 
-train.predict = predict
+evaluation.predict = predict
 sys.exit(train.main())
 '''
 

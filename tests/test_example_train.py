@@ -21,7 +21,7 @@ import pytest
 import torch
 
 import mtobjectives as mt
-from dmmsa import synthetic, train
+from dmmsa import cli, data, objectives, synthetic, train
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "dmmsa"
 
@@ -134,18 +134,19 @@ def test_ablations_and_baseline_train_their_tasks(tiny_data: Path, tmp_path: Pat
 
 def test_ablation_flags_are_refused_with_the_baseline(tiny_data: Path, tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
-        train.parse_args(["--objective", "baseline", "--no-cl"])
+        cli.parse_args(["--objective", "baseline", "--no-cl"])
 
 
 def test_objective_knobs_reach_the_dmmsa_objective(tiny_data: Path, tmp_path: Path) -> None:
-    args = train.parse_args(["--cl-temperature", "0.25", "--cl-form", "out",
-                             "--weight-scale", "num_tasks"])
-    config = train.resolve_config(args)
-    objective = train.fusion_objective(args, config, mt.CoarseGrainedBinning.preset("mosi", 3))
+    args = cli.parse_args(["--cl-temperature", "0.25", "--cl-form", "out",
+                           "--weight-scale", "num_tasks"])
+    facts = data.facts_of(data.load_mmsa(tiny_data))
+    config = cli.resolve_config(args, facts, tiny_data)
+    objective = objectives.fusion_objective(config, mt.CoarseGrainedBinning.preset("mosi", 3))
     contrastive = objective.tasks["CL"].keywords["contrastive"]  # functools.partial
     assert (contrastive.temperature, contrastive.form) == (0.25, "out")
-    assert train.run_name(args, config) == ("DMMSA (CL temperature 0.25, CL form out, "
-                                            "weight scale num_tasks)")
+    assert objectives.run_name(config) == ("DMMSA (CL temperature 0.25, CL form out, "
+                                           "weight scale num_tasks)")
     out = tmp_path / "run"
     assert train.main(fast_args(tiny_data, out, "--stage", "fusion", "--epochs", "3",
                                 "--limit-batches", "2", "--weight-scale", "num_tasks")) == 0
@@ -168,7 +169,7 @@ def test_objective_knobs_reach_the_dmmsa_objective(tiny_data: Path, tmp_path: Pa
 def test_bad_objective_knobs_are_refused(argv: list[str], message: str,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        train.parse_args(argv)
+        cli.parse_args(argv)
     assert message in capsys.readouterr().err
 
 

@@ -179,7 +179,7 @@ def test_no_non_zero_label_gives_nan_non0_metrics_where_mmsa_crashes(dataset):
 
 
 def sims_class(value: float, edges: tuple[float, ...]) -> int:
-    """Right-closed bins of SPEC section 3, by a plain loop."""
+    """Right-closed bins of the CH-SIMS metrics (MMSA's, paper section 4.2), by a plain loop."""
     return sum(value > edge for edge in edges)
 
 

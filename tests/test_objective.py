@@ -594,3 +594,16 @@ def test_features_of_different_widths_raise():
     outputs["features"]["V_s"] = torch.zeros(4, 3, dtype=torch.float64)
     with pytest.raises(ValueError, match="V_s"):
         dmmsa()(outputs, targets)
+
+
+def test_step_keeps_each_dynamic_tasks_stage_mean_by_name() -> None:
+    objective = dmmsa()
+    assert objective.last_stage_means == {}
+    results = [objective(*make_batch(seed=seed)) for seed in range(3)]
+    objective.step()
+    means = objective.last_stage_means
+    assert sorted(means) == ["CL", "Uni"]
+    for name in means:
+        assert means[name] == pytest.approx(
+            sum(float(r.terms[name]) for r in results) / len(results), rel=1e-6)
+    assert mt.MultiTaskObjective({"a": lambda o, t: o["x"].sum()}).last_stage_means == {}

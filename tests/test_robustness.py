@@ -360,7 +360,7 @@ def _scaled_steps(
 ) -> None:
     """Optimiser steps through a GradScaler: losses finite, at most the first step skipped.
 
-    A float16 loss returned by the library (the input dtype, SPEC 1.1) receives the scaled
+    A float16 loss returned by the library (in the input dtype, as documented) receives the scaled
     gradient in float16: with GradScaler's default initial scale 2**16 > 65504 (the float16
     maximum) the very first step overflows and is skipped, which is the scaler's normal
     calibration. After that every unscaled gradient must be finite and every step taken.

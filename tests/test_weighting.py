@@ -493,3 +493,20 @@ def test_two_gloo_ranks_end_with_the_weights_of_one_process_on_all_losses(tmp_pa
         assert torch.equal(rank0[key], rank1[key]), key
         torch.testing.assert_close(rank0[key], single.state_dict()[key], rtol=1e-12, atol=0)
     assert not torch.allclose(rank0["task_weights"], torch.full((3,), 1 / 3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("kind", [mt.GDWGWeighter, mt.DWAWeighter, mt.EqualWeighter])
+def test_step_keeps_the_stage_means_of_the_ended_stage(kind) -> None:
+    weighter = kind(3)
+    assert weighter.last_stage_means is None
+    recorded = [[0.5, 2.0, 1.0], [1.5, 4.0, 3.0]]
+    present = [[True, True, False], [True, True, True]]
+    for losses, mask in zip(recorded, present):
+        weighter(torch.tensor(losses), present=torch.tensor(mask))
+    weighter.step()
+    means = weighter.last_stage_means
+    expected = [np.mean([row[k] for row, m in zip(recorded, present) if m[k]]) for k in range(3)]
+    assert means.dtype == torch.float64
+    assert means.tolist() == pytest.approx(expected)
+    weighter.reset()
+    assert weighter.last_stage_means is None

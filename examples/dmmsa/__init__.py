@@ -1,5 +1,31 @@
 """The DMMSA reference system: ConFEDE's architecture trained with the DMMSA objective.
 
 Import it as a package (``pip install -e examples`` from the repository root); the scripts
-``examples/dmmsa/train.py``, ``evaluate_real.py`` and ``prepare_mosi.py`` are its commands.
+``examples/dmmsa/train.py`` (or ``python -m dmmsa.train``), ``evaluate_real.py`` and
+``prepare_mosi.py`` are its commands.
+
+The public surface is each module's ``__all__``; the modules, in the order a run uses them:
+
+- :mod:`dmmsa.cli`: ``parse_args`` and ``resolve_config``, the one function that turns the
+  arguments and the data's facts into the frozen :class:`dmmsa.configs.RunConfig`;
+- :mod:`dmmsa.configs`: the presets (Table 6 and the synthetic default), ``freeze``,
+  ``fingerprint``;
+- :mod:`dmmsa.data`: ``load_mmsa`` (checks and cleans an MMSA pickle), ``facts_of``,
+  ``MSADataset``, ``make_loader``; :mod:`dmmsa.synthetic`: the embedded default data;
+- :mod:`dmmsa.model`: ``DMMSAModel`` (encoders + the library's decomposition head) and
+  ``UnimodalRegressor`` (what a pre-training phase trains);
+- :mod:`dmmsa.objectives`: the objectives of the two stages and the baseline;
+- :mod:`dmmsa.training`: the loop: ``Run``, ``build_phase``, ``train_step``, ``end_epoch``,
+  ``train_phase``, ``run_seed``; :mod:`dmmsa.checkpoint`: ``Checkpointer`` (save, resume, RNG
+  states); :mod:`dmmsa.distributed`: ``Dist`` (``torchrun``); :mod:`dmmsa.evaluation`:
+  ``predict`` and ``metrics_of``;
+- :mod:`dmmsa.reporting`: tables, plots, mean ± std and the JSON/CSV files, for ``train.py`` and
+  ``evaluate_real.py`` alike;
+- :mod:`dmmsa.checks`: the number checks of arguments (``is_int``, ``is_real``).
 """
+# It is not part of the `mtobjectives` wheel: install it next to the library with
+# `pip install -e examples` (`make demo` and `make test` do). The scripts keep working from the
+# repository root: `python examples/dmmsa/train.py ...`.
+
+__all__ = ["checkpoint", "checks", "cli", "configs", "data", "distributed", "evaluation",
+           "model", "objectives", "reporting", "synthetic", "training"]

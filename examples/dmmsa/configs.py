@@ -2,37 +2,59 @@
 
 ``get_config("mosi")`` (or ``"sims"``, ``"mosei"``, ``"synthetic"``) returns a fresh
 :class:`ExperimentConfig`; change its fields freely, e.g. ``config.train.fusion.epochs = 3``.
+``train.py`` resolves a preset once (``dmmsa.cli.resolve_config``: the command line and the
+data's facts applied) into a :class:`RunConfig` that :func:`freeze` makes read-only, and whose
+:func:`fingerprint` a resumed run must match.
 
 Where the paper is silent it keeps ConFEDE's settings (its appendix B.1), so do we:
 AdamW with weight decay 1e-3 and linear warm-up over ``warmup_epochs`` (ConFEDE: text 5, vision 5,
 audio 10, fusion 1 epoch), Transformer feed-forward width = ``d_model``, the five seeds
-1, 12, 123, 1234, 12345, model selection on the validation MAE. The contrastive temperature 0.5 and
-GDWG's temperature 2.0 follow SPEC section 1.
+1, 12, 123, 1234, 12345, model selection on the validation MAE. The paper gives no temperatures:
+the contrastive one (Eq. 3) is ConFEDE's 0.5, GDWG's (Eq. 14) DWA's customary 2.0.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+from dmmsa.checks import is_int
 
 __all__ = [
     "ExperimentConfig",
     "ModelConfig",
     "ObjectiveConfig",
+    "RunConfig",
     "StageConfig",
     "TrainConfig",
-    "get_config",
     "config_names",
+    "fingerprint",
+    "fingerprint_differences",
+    "freeze",
+    "get_config",
+    "minilm_folder",
     "with_input_dims",
 ]
 
 
+class _Freezable:
+    """A dataclass whose instances :func:`freeze` can make read-only."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if self.__dict__.get("_frozen"):
+            raise dataclasses.FrozenInstanceError(
+                f"cannot set {type(self).__name__}.{name}: a resolved configuration is frozen "
+                "(change the command line, or a fresh get_config(...), instead)"
+            )
+        object.__setattr__(self, name, value)
+
+
 @dataclass
-class ModelConfig:
-    """Architecture of :class:`model.DMMSAModel` (SPEC section 2; ConFEDE's, paper section 3.2).
+class ModelConfig(_Freezable):
+    """Architecture of :class:`model.DMMSAModel` (paper section 3.2, Fig. 3; ConFEDE's).
 
     Attributes:
         modalities: which of ``"T"``, ``"A"``, ``"V"`` the model uses (any non-empty subset);
@@ -91,7 +113,7 @@ class ModelConfig:
 
 
 @dataclass
-class StageConfig:
+class StageConfig(_Freezable):
     """One optimisation stage: AdamW with linear warm-up then linear decay (ConFEDE)."""
 
     epochs: int
@@ -106,7 +128,7 @@ class StageConfig:
 
 
 @dataclass
-class ObjectiveConfig:
+class ObjectiveConfig(_Freezable):
     """Switches of ``mt.MultiTaskObjective.dmmsa`` (Eq. 5) for the fusion stage."""
 
     temperature: float = 0.5
@@ -121,7 +143,7 @@ class ObjectiveConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(_Freezable):
     """Both stages of Table 6 and what is shared by them.
 
     Attributes:
@@ -145,7 +167,7 @@ class TrainConfig:
 
 
 @dataclass
-class ExperimentConfig:
+class ExperimentConfig(_Freezable):
     """Everything one experiment needs.
 
     Attributes:
@@ -358,8 +380,7 @@ def with_input_dims(
     """
     widths = {"T": ("text_dim", text), "A": ("audio_dim", audio), "V": ("vision_dim", vision)}
     for m, (_, value) in widths.items():
-        if value is not None and (isinstance(value, bool)
-                                  or not isinstance(value, numbers.Integral) or value < 1):
+        if value is not None and (not is_int(value) or value < 1):
             raise ValueError(f"{_ARGUMENT[m]} must be an int > 0 or None, got {value!r}")
     changes: dict[str, object] = {
         field_name: int(value) for field_name, value in widths.values() if value is not None
@@ -390,3 +411,103 @@ def with_input_dims(
 
 
 _ARGUMENT = {"T": "text", "A": "audio", "V": "vision"}
+
+
+@dataclass
+class RunConfig(_Freezable):
+    """What one ``train.py`` run trains: the experiment and the run's own settings.
+
+    Built once by ``dmmsa.cli.resolve_config`` from the arguments and the data's facts, then
+    frozen (:func:`freeze`); the training code only reads it. How a run is executed (``--out``,
+    ``--device``, ``--resume``, ``--save-every``, ``--threads``, ``--num-workers``) is not part
+    of it: it does not change what is trained.
+
+    Attributes:
+        experiment: the preset with the command line's overrides and the data's widths and
+            modalities applied.
+        data: the MMSA feature file.
+        objective: ``"dmmsa"`` or ``"baseline"`` (the plain regression losses).
+        stage: ``"pretrain"``, ``"fusion"`` or ``"both"``.
+        phases: the phases trained for each seed, in order (``"pretrain_T"``, ..., ``"fusion"``).
+        limit_batches: at most this many training batches per epoch (``None``: all).
+        inject_nan: a testing aid: the fusion step whose fused prediction is made NaN.
+        constrain_prediction: also evaluate with ``CoarseGrainedBinning.constrain`` (Fig. 6).
+    """
+
+    experiment: ExperimentConfig
+    data: str
+    objective: str = "dmmsa"
+    stage: str = "both"
+    phases: tuple[str, ...] = ()
+    limit_batches: int | None = None
+    inject_nan: int | None = None
+    constrain_prediction: bool = False
+
+
+def freeze(config: Any) -> Any:
+    """A deep copy of ``config`` (any of this module's dataclasses) that refuses every change.
+
+    Example:
+        >>> frozen = freeze(get_config("mosi"))
+        >>> frozen.train.fusion.epochs = 3
+        Traceback (most recent call last):
+        ...
+        dataclasses.FrozenInstanceError: cannot set StageConfig.epochs: a resolved configuration \
+is frozen (change the command line, or a fresh get_config(...), instead)
+    """
+    config = copy.deepcopy(config)
+    _freeze_in_place(config)
+    return config
+
+
+def _freeze_in_place(value: Any) -> None:
+    if isinstance(value, dict):
+        for item in value.values():
+            _freeze_in_place(item)
+    elif dataclasses.is_dataclass(value) and isinstance(value, _Freezable):
+        for item in dataclasses.fields(value):
+            _freeze_in_place(getattr(value, item.name))
+        object.__setattr__(value, "_frozen", True)
+
+
+# Not part of the fingerprint: more seeds (or fewer) continue the same experiment.
+_NOT_FINGERPRINTED = ("experiment.train.seeds",)
+
+
+def fingerprint(config: RunConfig) -> dict[str, str]:
+    """Every setting of ``config`` that changes what is trained, as ``{"dotted.name": repr}``.
+
+    Derived from the configuration itself (every field, except the list of seeds), so that no
+    new option can be left out: ``--resume`` refuses a checkpoint whose fingerprint differs.
+
+    Example:
+        >>> config = RunConfig(experiment=get_config("synthetic"), data="d.pkl")
+        >>> settings = fingerprint(config)
+        >>> settings["experiment.train.objective.temperature"], "experiment.train.seeds" in settings
+        ('0.5', False)
+    """
+    flat: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}", item)
+        elif prefix not in _NOT_FINGERPRINTED:
+            flat[prefix] = repr(value)
+
+    for key, value in dataclasses.asdict(config).items():
+        walk(key, value)
+    return flat
+
+
+def fingerprint_differences(saved: dict[str, str], now: dict[str, str]) -> list[str]:
+    """Each setting that differs between two fingerprints, as ``"name: saved → now"``.
+
+    Example:
+        >>> fingerprint_differences({"a": "1", "b": "2"}, {"a": "1", "b": "3", "c": "4"})
+        ['b: 2 → 3', 'c: (absent) → 4']
+    """
+    names = list(now) + [name for name in saved if name not in now]
+    return [f"{name}: {saved.get(name, '(absent)')} → {now.get(name, '(absent)')}"
+            for name in names if saved.get(name) != now.get(name)]
+

@@ -1,7 +1,8 @@
 """Reading MMSA's feature pickles (CH-SIMS, CMU-MOSI, CMU-MOSEI and the synthetic default).
 
 An MMSA feature file is a pickled ``{"train"|"valid"|"test": split}`` where each split is a dict
-of per-sample arrays (SPEC section 2, "MMSA feature pickle format"):
+of per-sample arrays (the MMSA toolkit's format, in which the datasets of the paper's section 4.1
+are distributed):
 
 =========================== ============================ =================================
 key                         shape, type                  notes
@@ -46,7 +47,6 @@ fails with an :class:`MMSADataError` naming it instead of filling the memory.
 from __future__ import annotations
 
 import math
-import numbers
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -58,15 +58,18 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from dmmsa.checks import is_int, is_real
 from mtobjectives.io import PickleLoadError, load_pickle_safely
 
 __all__ = [
     "LABEL_RANGES",
     "SPLITS",
+    "DataFacts",
     "MMSADataError",
     "MMSADataWarning",
     "MMSASplit",
     "MSADataset",
+    "facts_of",
     "load_mmsa",
     "make_loader",
     "parse_mmsa",
@@ -371,11 +374,6 @@ def _parse_split(
     return split, messages
 
 
-def _is_real(value: object) -> bool:
-    """A Python or NumPy real number (``np.float32``, ``np.int64``, ...), not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-
-
 def _resolve_range(
     label_range: float | tuple[float, float] | str | None,
 ) -> tuple[float, float] | None:
@@ -387,7 +385,7 @@ def _resolve_range(
             raise ValueError(f"label_range must be a number, a pair or one of {options}, "
                              f"got {label_range!r}")
         return LABEL_RANGES[label_range]
-    if _is_real(label_range):  # NumPy scalars included
+    if is_real(label_range):  # NumPy scalars included
         if not (math.isfinite(label_range) and label_range > 0):
             raise ValueError(f"label_range must be a finite number > 0, got {label_range!r}")
         return (-float(label_range), float(label_range))
@@ -410,7 +408,7 @@ def _check_options(
 ) -> tuple[tuple[float, float] | None, tuple[str, ...]]:
     """The checked ``label_range`` bounds and split names (a single name is one split)."""
     bounds = _resolve_range(label_range)
-    if not _is_real(max_abs) or not max_abs > 0:
+    if not is_real(max_abs) or not max_abs > 0:
         raise ValueError(f"max_abs must be a number > 0 (math.inf keeps all finite values), "
                          f"got {max_abs!r}")
     names = (splits,) if isinstance(splits, str) else splits
@@ -774,7 +772,7 @@ def make_loader(
     Returns:
         The loader; each batch is a dict as in :class:`MSADataset` with a leading ``[B]``.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be an int > 0, got {batch_size!r}")
     if sampler is not None and shuffle:
         raise ValueError("shuffle=True cannot be combined with a sampler (the sampler orders "
@@ -794,3 +792,39 @@ def make_loader(
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
     )
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    """What a feature file holds, for the one function that resolves the configuration.
+
+    Attributes:
+        feature_dims: ``{"T": d_t, "A": da, "V": dv}`` (``None`` for what the file lacks;
+            ``"T"`` is ``None`` when the file has token ids only), as
+            :attr:`MMSASplit.feature_dims`.
+        modalities: the modalities present, in the order ``"T", "A", "V"``.
+        unimodal_labels: the unimodal labels the file has (``("T", "A", "V")`` for CH-SIMS,
+            ``()`` for MOSI and MOSEI).
+    """
+
+    feature_dims: dict[str, int | None]
+    modalities: tuple[str, ...]
+    unimodal_labels: tuple[str, ...]
+
+
+def facts_of(splits: Mapping[str, MMSASplit]) -> DataFacts:
+    """The :class:`DataFacts` of a loaded file (its splits agree: :func:`load_mmsa` checks it).
+
+    Example:
+        >>> import numpy as np
+        >>> split = MMSASplit(ids=["v$_$0"], raw_text=["ok"], text=np.zeros((1, 4, 8), np.float32),
+        ...                   text_bert=None, audio=None, vision=None, audio_lengths=None,
+        ...                   vision_lengths=None, labels={"M": np.zeros(1, np.float32)})
+        >>> facts_of({"train": split})
+        DataFacts(feature_dims={'T': 8, 'A': None, 'V': None}, modalities=('T',), \
+unimodal_labels=())
+    """
+    train = splits["train"] if "train" in splits else next(iter(splits.values()))
+    unimodal = tuple(m for m in ("T", "A", "V") if m in train.labels)
+    return DataFacts(train.feature_dims, train.modalities, unimodal)
+

@@ -45,6 +45,11 @@ from typing import Any
 
 import numpy as np
 
+from dmmsa.reporting import format_cell, mean_std
+
+__all__ = ["TABLES", "VARIANT_FLAGS", "Job", "collect", "main", "markdown", "paired_differences",
+           "parse_args", "plan", "run_jobs"]
+
 HERE = Path(__file__).resolve().parent
 TRAIN = HERE / "train.py"
 
@@ -298,18 +303,10 @@ def epoch_means(runs: list[list[float]]) -> list[float]:
     return [float(np.mean([r[i] for r in runs if len(r) > i])) for i in range(longest)]
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    array = np.asarray(values, dtype=np.float64)
-    return float(array.mean()), float(array.std(ddof=1)) if array.size > 1 else 0.0
-
-
 def cell(per_seed: dict[int, dict[str, float]], keys: tuple[str, ...]) -> str:
-    parts = []
-    for key in keys:
-        mean, std = mean_std([m[key] for m in per_seed.values()])
-        parts.append(f"{mean:.3f} ± {std:.3f}" if key in ("MAE", "Corr")
-                     else f"{100 * mean:.1f} ± {100 * std:.1f}")
-    return " / ".join(parts)
+    """Mean ± std over the seeds of each metric of ``keys`` (3 decimals; accuracies × 100, 1)."""
+    values = {key: mean_std([m[key] for m in per_seed.values()]) for key in keys}
+    return format_cell(values, keys, decimals=3)
 
 
 def paired_differences(rows: dict[str, Any], reference: str = "baseline",
@@ -338,7 +335,8 @@ def paired_differences(rows: dict[str, Any], reference: str = "baseline",
     return out
 
 
-def markdown(summary: dict[str, Any], wall: float, hw: str, argv: list[str]) -> str:
+def _main_table(summary: dict[str, Any]) -> list[str]:
+    """The table's rows: mean ± std over seeds per variant, validation MAE, selected epochs."""
     folds = summary["folds"]
     pooled = ("test metrics of the official test split (685 clips)"
               if summary["table"] == "mosi_text" else
@@ -362,51 +360,77 @@ def markdown(summary: dict[str, Any], wall: float, hw: str, argv: list[str]) -> 
         epochs = f"{np.mean(chosen):.1f} ({min(chosen)}–{max(chosen)})" if chosen else "—"
         lines.append(f"| {VARIANT_NAMES[variant]} | {len(per_seed)} | "
                      + " | ".join(cell(per_seed, keys) for _, keys in COLUMNS)
-                     + f" | {valid[0]:.3f} ± {valid[1]:.3f} | {epochs} | "
+                     + f" | {format_cell({'MAE': valid}, ('MAE',), 3)} | {epochs} | "
                      f"{row['train_seconds']:.0f} |")
-    if len(folds) > 1:
-        lines += ["", "Per fold (mean over the seeds each fold has): test MAE / test Corr "
-                  "(validation MAE)", "",
-                  "| objective | " + " | ".join(f"fold {f}" for f in folds) + " |",
-                  "|---" * (len(folds) + 1) + "|"]
-        for variant, row in summary["rows"].items():
-            cells = []
-            for fold in folds:
-                entry = row["per_fold"].get(fold) or row["per_fold"].get(str(fold))
-                cells.append("—" if not entry else
-                             f"{np.mean(entry['MAE']):.3f} / {np.mean(entry['Corr']):.3f} "
-                             f"({np.mean(entry['valid_MAE']):.3f}; {len(entry['MAE'])} seed(s))")
-            lines.append(f"| {VARIANT_NAMES[variant]} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _per_fold_table(summary: dict[str, Any]) -> list[str]:
+    """Per fold: test MAE / Corr (validation MAE), mean over the seeds; nothing for one fold."""
+    folds = summary["folds"]
+    if len(folds) < 2:
+        return []
+    lines = ["", "Per fold (mean over the seeds each fold has): test MAE / test Corr "
+             "(validation MAE)", "",
+             "| objective | " + " | ".join(f"fold {f}" for f in folds) + " |",
+             "|---" * (len(folds) + 1) + "|"]
+    for variant, row in summary["rows"].items():
+        cells = []
+        for fold in folds:
+            entry = row["per_fold"].get(fold) or row["per_fold"].get(str(fold))
+            cells.append("—" if not entry else
+                         f"{np.mean(entry['MAE']):.3f} / {np.mean(entry['Corr']):.3f} "
+                         f"({np.mean(entry['valid_MAE']):.3f}; {len(entry['MAE'])} seed(s))")
+        lines.append(f"| {VARIANT_NAMES[variant]} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _paired_table(summary: dict[str, Any]) -> list[str]:
+    """Each variant minus the baseline, seed by seed (nothing without a baseline row)."""
     paired = paired_differences(summary["rows"])
-    if paired:
-        lines += ["", "Paired difference to the baseline objective (variant − baseline, seed by "
-                  "seed, each seed's fold average; mean ± sample std over the seeds; \"better\": "
-                  "seeds in which the variant has the lower MAE / higher Corr)", "",
-                  "| objective | seeds | Δ MAE | better (MAE) | Δ Corr | better (Corr) |",
-                  "|---|---|---|---|---|---|"]
-        for variant, entry in paired.items():
-            n = len(entry["seeds"])
-            mae, corr = entry["MAE"], entry["Corr"]
-            lines.append(f"| {VARIANT_NAMES[variant]} | {n} | {mae['mean']:+.3f} ± "
-                         f"{mae['std']:.3f} | {mae['better']}/{n} | {corr['mean']:+.3f} ± "
-                         f"{corr['std']:.3f} | {corr['better']}/{n} |")
+    if not paired:
+        return []
+    lines = ["", "Paired difference to the baseline objective (variant − baseline, seed by "
+             "seed, each seed's fold average; mean ± sample std over the seeds; \"better\": "
+             "seeds in which the variant has the lower MAE / higher Corr)", "",
+             "| objective | seeds | Δ MAE | better (MAE) | Δ Corr | better (Corr) |",
+             "|---|---|---|---|---|---|"]
+    for variant, entry in paired.items():
+        n = len(entry["seeds"])
+        mae, corr = entry["MAE"], entry["Corr"]
+        lines.append(f"| {VARIANT_NAMES[variant]} | {n} | {mae['mean']:+.3f} ± "
+                     f"{mae['std']:.3f} | {mae['better']}/{n} | {corr['mean']:+.3f} ± "
+                     f"{corr['std']:.3f} | {corr['better']}/{n} |")
+    return lines
+
+
+def _curves_table(summary: dict[str, Any]) -> list[str]:
+    """Validation MAE (and CL loss) after each fusion epoch, mean over the row's runs."""
     curves = {v: epoch_means(r.get("valid_curves", [])) for v, r in summary["rows"].items()}
     curves = {v: c for v, c in curves.items() if c}
-    if curves:
-        n_epochs = max(len(c) for c in curves.values())
-        lines += ["", "Validation MAE after each fusion epoch, mean over every run (fold × seed) "
-                  "of the row; the CL loss of the epoch (unweighted, mean over the runs) where "
-                  "the row has CL", "",
-                  "| objective | runs | " + " | ".join(f"epoch {i + 1}" for i in range(n_epochs))
-                  + " |", "|---" * (n_epochs + 2) + "|"]
-        for variant, curve in curves.items():
-            row = summary["rows"][variant]
-            cells = [f"{value:.3f}" for value in curve]
-            cl = epoch_means(row.get("cl_losses", []))
-            if cl:
-                cells = [f"{c} (CL {loss:.2f})" for c, loss in zip(cells, cl)] + cells[len(cl):]
-            lines.append(f"| {VARIANT_NAMES[variant]} | {len(row['valid_curves'])} | "
-                         + " | ".join(cells) + " |")
+    if not curves:
+        return []
+    n_epochs = max(len(c) for c in curves.values())
+    lines = ["", "Validation MAE after each fusion epoch, mean over every run (fold × seed) "
+             "of the row; the CL loss of the epoch (unweighted, mean over the runs) where "
+             "the row has CL", "",
+             "| objective | runs | " + " | ".join(f"epoch {i + 1}" for i in range(n_epochs))
+             + " |", "|---" * (n_epochs + 2) + "|"]
+    for variant, curve in curves.items():
+        row = summary["rows"][variant]
+        cells = [f"{value:.3f}" for value in curve]
+        cl = epoch_means(row.get("cl_losses", []))
+        if cl:
+            cells = [f"{c} (CL {loss:.2f})" for c, loss in zip(cells, cl)] + cells[len(cl):]
+        lines.append(f"| {VARIANT_NAMES[variant]} | {len(row['valid_curves'])} | "
+                     + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown(summary: dict[str, Any], wall: float, hw: str, argv: list[str]) -> str:
+    """``table.md``: the main table, per fold, paired differences, curves, the command."""
+    lines = (_main_table(summary) + _per_fold_table(summary) + _paired_table(summary)
+             + _curves_table(summary))
     notes = [f"{VARIANT_NAMES[v]}: {', '.join(r['incomplete'])} (not in the table)"
              for v, r in summary["rows"].items() if r["incomplete"]]
     timing = ("table written from finished runs (--report-only)" if "--report-only" in argv

@@ -1,6 +1,7 @@
 """The DMMSA reference model: ConFEDE's unimodal encoders and the library's decomposition head.
 
-Paper section 3.2 (Fig. 3), which keeps ConFEDE's architecture (SPEC section 2):
+Paper section 3.2 (Fig. 3), which keeps ConFEDE's architecture (its appendix: the settings not
+in Table 6 are ConFEDE's):
 
 - text: a BERT-family model (``transformers``; a name or a local folder), pooled output; or, with
   precomputed token features, a Transformer encoder like audio's and vision's;
@@ -30,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from mtobjectives.heads import DecompositionHead, DMMSAOutputs
+from dmmsa.checks import is_int
+from mtobjectives.heads import DecompositionHead, DMMSAOutputs, mlp
 
 if TYPE_CHECKING:
     from dmmsa.configs import ExperimentConfig, ModelConfig
@@ -39,6 +41,7 @@ __all__ = [
     "BertTextEncoder",
     "DMMSAModel",
     "SequenceEncoder",
+    "UnimodalRegressor",
     "batch_to",
     "load_text_backbone",
     "tokenize",
@@ -46,16 +49,6 @@ __all__ = [
 
 #: For each modality: the batch key of its input and of its (optional) lengths.
 INPUT_KEYS = {"A": ("audio", "audio_lengths"), "V": ("vision", "vision_lengths")}
-
-
-def regressor(in_dim: int, hidden: Sequence[int], out_dim: int = 1) -> nn.Sequential:
-    """``Linear -> GELU`` per hidden width, then ``Linear`` (ConFEDE's ``BaseClassifier``)."""
-    layers: list[nn.Module] = []
-    for width in hidden:
-        layers += [nn.Linear(in_dim, width), nn.GELU()]
-        in_dim = width
-    layers.append(nn.Linear(in_dim, out_dim))
-    return nn.Sequential(*layers)
 
 
 class SequenceEncoder(nn.Module):
@@ -91,7 +84,7 @@ class SequenceEncoder(nn.Module):
         pool: int = 1,
     ) -> None:
         super().__init__()
-        if isinstance(pool, bool) or not isinstance(pool, int) or pool < 1:
+        if not is_int(pool) or pool < 1:
             raise ValueError(f"pool of the {name} encoder must be an int >= 1, got {pool!r}")
         self.pool = pool
         if d_model % nhead:
@@ -307,7 +300,7 @@ class DMMSAModel(nn.Module):
             dropout=config.head_dropout,
         )
         self.pretrain_heads = nn.ModuleDict(
-            {m: regressor(d, config.pretrain_hidden) for m, d in self.feature_dims.items()}
+            {m: mlp(d, config.pretrain_hidden) for m, d in self.feature_dims.items()}
         )
 
     def encode(self, batch: Mapping[str, Any], modalities: Sequence[str] | None = None) -> dict:
@@ -345,6 +338,28 @@ class DMMSAModel(nn.Module):
         return self.encoders[m](_require(batch, key, m), batch.get(lengths_key))
 
 
+class UnimodalRegressor(nn.Module):
+    """One encoder of a :class:`DMMSAModel` and its pre-training regressor, as one module.
+
+    What the unimodal pre-training stage (Table 6) trains: its parameters are the encoder's and
+    the regressor's only (they are shared with the model, not copied), and its forward is the
+    model's :meth:`DMMSAModel.pretrain_forward` for the one modality.
+
+    Shape:
+        - forward(batch): ``{"prediction": [B]}``.
+    """
+
+    def __init__(self, model: DMMSAModel, modality: str) -> None:
+        super().__init__()
+        self.modality = modality
+        self.encoder = model.encoders[modality]
+        self.regressor = model.pretrain_heads[modality]
+        self._pretrain_forward = model.pretrain_forward  # a bound method, not a submodule
+
+    def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        return {"prediction": self._pretrain_forward(batch, [self.modality])[self.modality]}
+
+
 def _check_input_dims(config: ModelConfig, modalities: Sequence[str]) -> None:
     """Each used modality needs a real input width (``None`` marks data without it)."""
     fields = {"T": "text_dim", "A": "audio_dim", "V": "vision_dim"}
@@ -352,7 +367,7 @@ def _check_input_dims(config: ModelConfig, modalities: Sequence[str]) -> None:
         if m == "T" and config.text_source == "bert":
             continue  # the BERT model gives the width
         value = getattr(config, fields[m])
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not is_int(value) or value < 1:
             raise ValueError(
                 f"{fields[m]} must be an int > 0 for modality {m!r}, got {value!r}; a modality "
                 "the data lacks must be left out of modalities (configs.with_input_dims(..., "

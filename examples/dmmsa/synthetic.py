@@ -1,9 +1,10 @@
 """A synthetic multimodal sentiment dataset in MMSA's feature-pickle format.
 
 The embedded default data of the example: anyone can train DMMSA on a laptop without the paper's
-feature files. The file has the keys of an MMSA pickle (SPEC section 2, "MMSA feature pickle
-format"), so :func:`data.load_mmsa` reads it exactly as it reads MOSI, MOSEI or CH-SIMS, including
-CH-SIMS's unimodal labels ``regression_labels_T/A/V``.
+feature files. The file has the keys of an MMSA pickle (the feature files of the MMSA toolkit,
+in which the paper's datasets of section 4.1 are distributed), so :func:`data.load_mmsa` reads
+it exactly as it reads MOSI, MOSEI or CH-SIMS, including CH-SIMS's unimodal labels
+``regression_labels_T/A/V``.
 
 How the data is made (one sample):
 
@@ -59,6 +60,8 @@ from typing import Any
 
 import numpy as np
 
+from dmmsa.checks import is_int, is_real
+
 __all__ = [
     "CLS_ID",
     "NOT_ID",
@@ -103,7 +106,7 @@ def vocabulary(vocab_size: int = 64) -> tuple[list[str], np.ndarray]:
         >>> valence.round(2).tolist()
         [0.0, 0.0, 0.0, 0.0, 0.0, 0.3, 1.0, -0.3, -1.0, 0.0, 0.0]
     """
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 11:
+    if not is_int(vocab_size) or vocab_size < 11:
         raise ValueError(f"vocab_size must be an int >= 11, got {vocab_size!r}")
     n_words = vocab_size - len(_SPECIALS)
     n_polar = n_words // 3
@@ -120,7 +123,7 @@ def vocabulary(vocab_size: int = 64) -> tuple[list[str], np.ndarray]:
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    if not is_int(value) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
     return int(value)
 
@@ -128,7 +131,7 @@ def _check_int(name: str, value: object, minimum: int) -> int:
 def _check_float(
     name: str, value: object, *, low: float, high: float = math.inf, include_low: bool = False
 ) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_real(value):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     above = value >= low if include_low else value > low
     if not (math.isfinite(value) and above and value <= high):
@@ -244,6 +247,34 @@ def _sample_stream(
     return features.astype(np.float32)
 
 
+def _sample_labels(
+    rng: np.random.Generator,
+    n: int,
+    label_range: float,
+    label_step: float,
+    weights: tuple[float, float, float],
+    rho: float,
+    label_noise: float,
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Latent sentiments ``t_m`` ``[3, N]``, the multimodal label and the unimodal labels."""
+    # latent unimodal sentiments t_m in (-1, 1), correlated through the shared z
+    shared = rng.standard_normal(n)
+    private = rng.standard_normal((3, n))
+    unimodal = np.tanh(_KAPPA * (rho * shared + math.sqrt(1.0 - rho**2) * private))  # [3, N]
+    mix = np.asarray(weights) @ unimodal
+    label = _to_grid(
+        label_range * mix + label_noise * label_range * rng.standard_normal(n),
+        label_range,
+        label_step,
+    )
+    uni_labels = [
+        _to_grid(label_range * t + 0.05 * label_range * rng.standard_normal(n), label_range,
+                 label_step)
+        for t in unimodal
+    ]
+    return unimodal, label, uni_labels
+
+
 def _sample_split(
     rng: np.random.Generator,
     world: _World,
@@ -266,21 +297,8 @@ def _sample_split(
     ids = np.array(
         [f"syn{first_video + v:04d}$_${c}" for v, c in zip(video, clip)], dtype=object
     )
-    # latent unimodal sentiments t_m in (-1, 1), correlated through the shared z
-    shared = rng.standard_normal(n)
-    private = rng.standard_normal((3, n))
-    unimodal = np.tanh(_KAPPA * (rho * shared + math.sqrt(1.0 - rho**2) * private))  # [3, N]
-    mix = np.asarray(weights) @ unimodal
-    label = _to_grid(
-        label_range * mix + label_noise * label_range * rng.standard_normal(n),
-        label_range,
-        label_step,
-    )
-    uni_labels = [
-        _to_grid(label_range * t + 0.05 * label_range * rng.standard_normal(n), label_range,
-                 label_step)
-        for t in unimodal
-    ]
+    unimodal, label, uni_labels = _sample_labels(rng, n, label_range, label_step, weights, rho,
+                                                 label_noise)
     style = rng.standard_normal((int(video.max()) + 1, _STYLE_DIM))[video]
 
     text_bert, text, raw_text = _sample_text(rng, world, unimodal[0], text_len, feature_noise)
@@ -371,48 +389,48 @@ def build_synthetic(
     """
     seed = _check_int("seed", seed, 0)
     sizes = {name: _check_int(name, value, 1) for name, value in
-             (("n_train", n_train), ("n_valid", n_valid), ("n_test", n_test))}
-    text_len = _check_int("text_len", text_len, 3)
-    audio_len = _check_int("audio_len", audio_len, 1)
-    vision_len = _check_int("vision_len", vision_len, 1)
+             (("train", n_train), ("valid", n_valid), ("test", n_test))}
     dims = {name: _check_int(name, value, 1) for name, value in
             (("d_text", d_text), ("d_audio", d_audio), ("d_vision", d_vision))}
-    label_range = _check_float("label_range", label_range, low=0.0)
-    label_step = _check_float("label_step", label_step, low=0.0, high=label_range)
-    rho = _check_float("rho", rho, low=0.0, high=1.0, include_low=True)
-    label_noise = _check_float("label_noise", label_noise, low=0.0, include_low=True)
-    feature_noise = _check_float("feature_noise", feature_noise, low=0.0, include_low=True)
-    if len(weights) != 3 or any(not math.isfinite(w) or w < 0 for w in weights):
-        raise ValueError(f"weights must be three finite numbers >= 0, got {weights!r}")
-    if not math.isclose(sum(weights), 1.0, abs_tol=1e-6):
-        raise ValueError(f"weights must sum to 1, got {weights!r} (sum {sum(weights)})")
-
+    settings = _checked_settings(text_len=text_len, audio_len=audio_len, vision_len=vision_len,
+                                 label_range=label_range, label_step=label_step, rho=rho,
+                                 label_noise=label_noise, feature_noise=feature_noise,
+                                 weights=weights)
     world_seq, *split_seqs = np.random.SeedSequence(seed).spawn(4)
     world = _World(np.random.default_rng(world_seq), vocab_size=vocab_size, **dims)
     data: dict[str, dict[str, Any]] = {}
     first_video = 0
-    for (name, n), seq in zip(
-        (("train", sizes["n_train"]), ("valid", sizes["n_valid"]), ("test", sizes["n_test"])),
-        split_seqs,
-    ):
-        data[name] = _sample_split(
-            np.random.default_rng(seq),
-            world,
-            n=n,
-            first_video=first_video,
-            text_len=text_len,
-            audio_len=audio_len,
-            vision_len=vision_len,
-            aligned=aligned,
-            label_range=label_range,
-            label_step=label_step,
-            weights=(float(weights[0]), float(weights[1]), float(weights[2])),
-            rho=rho,
-            label_noise=label_noise,
-            feature_noise=feature_noise,
-        )
+    for (name, n), seq in zip(sizes.items(), split_seqs):
+        data[name] = _sample_split(np.random.default_rng(seq), world, n=n,
+                                   first_video=first_video, aligned=aligned, **settings)
         first_video += -(-n // _CLIPS_PER_VIDEO)
     return data
+
+
+def _checked_settings(*, text_len: object, audio_len: object, vision_len: object,
+                      label_range: object, label_step: object, rho: object,
+                      label_noise: object, feature_noise: object,
+                      weights: tuple[float, float, float]) -> dict[str, Any]:
+    """The per-split arguments of :func:`_sample_split`, checked."""
+    settings: dict[str, Any] = {
+        "text_len": _check_int("text_len", text_len, 3),
+        "audio_len": _check_int("audio_len", audio_len, 1),
+        "vision_len": _check_int("vision_len", vision_len, 1),
+        "label_range": _check_float("label_range", label_range, low=0.0),
+    }
+    settings["label_step"] = _check_float("label_step", label_step, low=0.0,
+                                          high=settings["label_range"])
+    settings["rho"] = _check_float("rho", rho, low=0.0, high=1.0, include_low=True)
+    settings["label_noise"] = _check_float("label_noise", label_noise, low=0.0,
+                                           include_low=True)
+    settings["feature_noise"] = _check_float("feature_noise", feature_noise, low=0.0,
+                                             include_low=True)
+    if len(weights) != 3 or any(not math.isfinite(w) or w < 0 for w in weights):
+        raise ValueError(f"weights must be three finite numbers >= 0, got {weights!r}")
+    if not math.isclose(sum(weights), 1.0, abs_tol=1e-6):
+        raise ValueError(f"weights must sum to 1, got {weights!r} (sum {sum(weights)})")
+    settings["weights"] = (float(weights[0]), float(weights[1]), float(weights[2]))
+    return settings
 
 
 def make_synthetic(path: str | Path, *, seed: int = 0, **kwargs: Any) -> Path:

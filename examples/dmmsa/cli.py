@@ -1,0 +1,240 @@
+"""The command line of ``train.py`` and the one function that resolves the configuration.
+
+:func:`parse_args` reads and checks the arguments; :func:`resolve_config` turns them and the
+data's facts (``data.DataFacts``: feature widths, modalities) into the final
+:class:`~dmmsa.configs.RunConfig`, frozen. Nothing changes the configuration afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import warnings
+from pathlib import Path
+
+from dmmsa import configs, data
+from mtobjectives import has_text_anchored_pair
+
+__all__ = ["data_path", "generates_synthetic", "parse_args", "resolve_config"]
+
+
+def _add_what_arguments(parser: argparse.ArgumentParser) -> None:
+    """What is trained: preset, data, text encoder, modalities, stages."""
+    parser.add_argument("--config", default="synthetic", choices=configs.config_names(),
+                        help="Table 6 preset, or the embedded synthetic default")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="MMSA feature pickle (synthetic without --data: generated into "
+                             "OUT/data/synthetic.pkl if absent)")
+    parser.add_argument("--generate-synthetic", action="store_true",
+                        help="with --config synthetic: write the synthetic data into --data if "
+                             "that file does not exist (without it a missing --data is an error)")
+    parser.add_argument("--text-model", default=None,
+                        help="BERT name or local folder; implies --text-source bert "
+                             "(default: the config's model)")
+    parser.add_argument("--text-source", default=None, choices=("bert", "features"),
+                        help="text as token ids through BERT, or the file's precomputed token "
+                             "features through a Transformer (default: the config's)")
+    parser.add_argument("--modalities", default=None,
+                        help="subset of TAV to use, e.g. 'T' or 'TA' (default: the config's)")
+    parser.add_argument("--stage", default="both", choices=("pretrain", "fusion", "both"))
+
+
+def _add_objective_arguments(parser: argparse.ArgumentParser) -> None:
+    """The fusion objective and its ablations (Table 5)."""
+    parser.add_argument("--objective", default="dmmsa", choices=("dmmsa", "baseline"),
+                        help="baseline: SmoothL1(fused) + SmoothL1(unimodal), fixed weights 1")
+    parser.add_argument("--no-msc", action="store_true", help="ablation: drop L_MSC")
+    parser.add_argument("--no-cl", action="store_true", help="ablation: drop L_CL")
+    parser.add_argument("--no-gdwg", action="store_true",
+                        help="ablation: fixed equal weights for Uni and CL")
+    parser.add_argument("--cl-temperature", type=float, default=None,
+                        help="temperature of the Multi NT-Xent loss (default: the config's, 0.5)")
+    parser.add_argument("--cl-form", default=None, choices=("in", "out"),
+                        help="Multi NT-Xent form: the paper's L_in or SupCon's L_out "
+                             "(default: the config's, 'in')")
+    parser.add_argument("--weight-scale", default=None, choices=("sum_one", "num_tasks"),
+                        help="scale of the Uni/CL weights: the paper's (sum to one) or DWA's "
+                             "(sum to the number of weighted tasks) (default: the config's)")
+
+
+def _add_schedule_arguments(parser: argparse.ArgumentParser) -> None:
+    """Seeds, epochs, learning rate, batch size, dropout."""
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="one run per seed, mean and std reported (default: the config's)")
+    parser.add_argument("--epochs", type=int, default=None, help="fusion epochs")
+    parser.add_argument("--lr", type=float, default=None, help="fusion learning rate")
+    parser.add_argument("--batch-size", type=int, default=None, help="fusion (global) batch size")
+    parser.add_argument("--dropout", type=float, default=None,
+                        help="override every dropout rate of the model (encoders and projectors)")
+    parser.add_argument("--pretrain-epochs", type=int, default=None,
+                        help="epochs of every unimodal pre-training stage")
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """How the run is executed: device, outputs, checkpoints, workers, testing aids."""
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                        help="cuda trains with bf16 autocast")
+    parser.add_argument("--constrain-prediction", action="store_true",
+                        help="also evaluate with binning.constrain (Fig. 6's restricted scope)")
+    parser.add_argument("--out", type=Path, default=Path("runs/dmmsa"))
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from OUT/seed*/checkpoint.pt (finished seeds are kept)")
+    parser.add_argument("--save-every", type=int, default=1000,
+                        help="also checkpoint every N optimiser steps (0: epoch ends only)")
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads per process (default: 1 for the synthetic config, "
+                             "whose tiny layers run slower with more; else torch's default)")
+    parser.add_argument("--limit-batches", type=int, default=None,
+                        help="at most N training batches per epoch (quick checks)")
+    parser.add_argument("--inject-nan", type=int, default=None, metavar="STEP",
+                        help="testing aid: make the fused prediction NaN at this fusion step")
+
+
+def _check_objective(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.text_model is not None and args.text_source == "features":
+        parser.error("--text-model needs --text-source bert")
+    if args.objective == "baseline" and (args.no_msc or args.no_cl or args.no_gdwg):
+        parser.error("--no-msc/--no-cl/--no-gdwg are ablations of --objective dmmsa")
+    knobs = [flag for flag, value in (("--cl-temperature", args.cl_temperature),
+                                      ("--cl-form", args.cl_form),
+                                      ("--weight-scale", args.weight_scale)) if value is not None]
+    if args.objective == "baseline" and knobs:
+        parser.error(f"{'/'.join(knobs)} set the DMMSA objective; --objective baseline has no "
+                     "contrastive task and fixed weights")
+    if args.generate_synthetic and args.config != "synthetic":
+        parser.error("--generate-synthetic writes the synthetic data; it needs --config "
+                     f"synthetic, got --config {args.config}")
+    if args.cl_temperature is not None and not (math.isfinite(args.cl_temperature)
+                                                and args.cl_temperature > 0):
+        parser.error(f"--cl-temperature must be a finite number > 0, got {args.cl_temperature}")
+
+
+def _check_numbers(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.modalities is not None:
+        wanted = args.modalities.upper()
+        if not wanted or any(m not in "TAV" for m in wanted) or len(set(wanted)) != len(wanted):
+            parser.error(f"--modalities must be a subset of TAV, got {args.modalities!r}")
+        args.modalities = "".join(m for m in "TAV" if m in wanted)
+    for name in ("epochs", "batch_size", "pretrain_epochs", "limit_batches", "save_every",
+                 "num_workers", "threads"):
+        value = getattr(args, name)
+        minimum = 0 if name in ("save_every", "num_workers") else 1
+        if value is not None and value < minimum:
+            parser.error(f"--{name.replace('_', '-')} must be >= {minimum}, got {value}")
+    if args.seeds is not None and len(set(args.seeds)) != len(args.seeds):
+        twice = sorted({seed for seed in args.seeds if args.seeds.count(seed) > 1})
+        parser.error(f"--seeds must be distinct (each seed is one run of the mean ± std), got "
+                     f"{' '.join(map(str, args.seeds))} ({', '.join(map(str, twice))} repeated)")
+    if args.lr is not None and not args.lr > 0:
+        parser.error(f"--lr must be > 0, got {args.lr}")
+    if args.dropout is not None and not 0.0 <= args.dropout < 1.0:
+        parser.error(f"--dropout must be in [0, 1), got {args.dropout}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The arguments of ``train.py`` (``--help`` lists them), checked; exits on a bad one."""
+    parser = argparse.ArgumentParser(
+        description="Train DMMSA (ConFEDE's model + the DMMSA objective) in two stages.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    for add in (_add_what_arguments, _add_objective_arguments, _add_schedule_arguments,
+                _add_run_arguments):
+        add(parser)
+    args = parser.parse_args(argv)
+    _check_objective(parser, args)
+    _check_numbers(parser, args)
+    return args
+
+
+def data_path(args: argparse.Namespace) -> Path:
+    """The feature file: ``--data``, or the synthetic default's ``OUT/data/synthetic.pkl``."""
+    if args.data is not None:
+        return args.data
+    if args.config != "synthetic":
+        raise SystemExit(f"--data is required for --config {args.config} (an MMSA pickle)")
+    return args.out / "data" / "synthetic.pkl"
+
+
+def generates_synthetic(args: argparse.Namespace) -> bool:
+    """Whether the synthetic data is to be written: it is missing from the default location (or
+    from ``--data`` with ``--generate-synthetic``).
+
+    Raises:
+        SystemExit: ``--data`` names a missing file for the synthetic config without
+            ``--generate-synthetic`` (a mistyped real file would otherwise train on synthetic
+            data).
+    """
+    path = data_path(args)
+    if args.config != "synthetic" or path.exists():
+        return False
+    if args.data is not None and not args.generate_synthetic:
+        raise SystemExit(f"--data {path}: no such file. The synthetic data is generated only "
+                         "into OUT/data/synthetic.pkl (leave --data out), or into --data with "
+                         "--generate-synthetic")
+    return True
+
+
+def _apply_arguments(config: configs.ExperimentConfig, args: argparse.Namespace) -> None:
+    """The command line's overrides, in place, on a fresh preset."""
+    model, fusion, objective = config.model, config.train.fusion, config.train.objective
+    if args.text_source is not None:
+        model.text_source = args.text_source
+    if args.text_model is not None:
+        model.text_source, model.text_model = "bert", args.text_model
+    if args.modalities is not None:
+        model.modalities = tuple(args.modalities)
+    fusion.epochs = fusion.epochs if args.epochs is None else args.epochs
+    fusion.lr = fusion.lr if args.lr is None else args.lr
+    fusion.batch_size = fusion.batch_size if args.batch_size is None else args.batch_size
+    if args.dropout is not None:
+        model.encoder_dropout = model.head_dropout = args.dropout
+    if args.pretrain_epochs is not None:
+        for stage in config.train.pretrain.values():
+            stage.epochs = args.pretrain_epochs
+    objective.msc = objective.msc and not args.no_msc
+    objective.cl = objective.cl and not args.no_cl
+    if args.no_gdwg:
+        objective.weighting = "equal"
+    for name, value in (("temperature", args.cl_temperature), ("form", args.cl_form),
+                        ("scale", args.weight_scale)):
+        if value is not None:
+            setattr(objective, name, value)
+    if args.seeds is not None:
+        config.train.seeds = tuple(args.seeds)
+
+
+def resolve_config(args: argparse.Namespace, facts: data.DataFacts,
+                   path: Path | None = None) -> configs.RunConfig:
+    """The run's final configuration, frozen: the preset, the arguments, the data's facts.
+
+    The model reads the file's feature widths and keeps only the modalities the file has; the
+    contrastive task is switched off (with a warning) when they hold no text-anchored positive
+    pair (Eq. 11 needs ``T`` and ``A`` or ``V``).
+
+    Args:
+        args: from :func:`parse_args`.
+        facts: ``data.facts_of`` of the loaded file.
+        path: the feature file (default: :func:`data_path`).
+    """
+    config = configs.get_config(args.config)
+    _apply_arguments(config, args)
+    if config.train.selection_metric != "MAE":
+        raise ValueError("this script selects on the validation MAE (lower is better); got "
+                         f"selection_metric={config.train.selection_metric!r}")
+    dims = facts.feature_dims
+    text_dim = dims["T"] if config.model.text_source == "features" else None
+    config = configs.with_input_dims(config, text=text_dim, audio=dims["A"], vision=dims["V"],
+                                     available=facts.modalities)
+    modalities = config.model.modalities
+    if config.train.objective.cl and not has_text_anchored_pair([f"{m}_s" for m in modalities]):
+        warnings.warn(f"modalities {''.join(modalities)}: no text-anchored positive pair, so "
+                      "the contrastive task (CL) is switched off", stacklevel=2)
+        config.train.objective.cl = False
+    phases = [f"pretrain_{m}" for m in modalities] if args.stage != "fusion" else []
+    phases += ["fusion"] if args.stage != "pretrain" else []
+    return configs.freeze(configs.RunConfig(
+        experiment=config, data=str(path if path is not None else data_path(args)),
+        objective=args.objective, stage=args.stage, phases=tuple(phases),
+        limit_batches=args.limit_batches, inject_nan=args.inject_nan,
+        constrain_prediction=args.constrain_prediction))

@@ -1,0 +1,87 @@
+"""The ``dmmsa`` package: its stated public surface, and a configuration resolved once, frozen.
+
+``cli.resolve_config`` is the one place that turns the arguments and the data's facts into the
+run's configuration; the fingerprint that ``--resume`` compares is derived from that
+configuration, so every setting that changes what is trained is in it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+
+import pytest
+
+import dmmsa
+from dmmsa import cli, configs, data
+
+FULL = data.DataFacts({"T": 32, "A": 5, "V": 20}, ("T", "A", "V"), ("T", "A", "V"))
+TEXT_ONLY = data.DataFacts({"T": 32, "A": None, "V": None}, ("T",), ())
+
+
+@pytest.mark.parametrize("name", [*dmmsa.__all__, "train", "evaluate_real"])
+def test_every_module_states_its_public_names(name: str) -> None:
+    module = importlib.import_module(f"dmmsa.{name}")
+    assert module.__all__, name
+    missing = [item for item in module.__all__ if not hasattr(module, item)]
+    assert not missing, (name, missing)
+
+
+def test_the_resolved_configuration_is_frozen_and_the_preset_untouched() -> None:
+    config = cli.resolve_config(cli.parse_args(["--epochs", "3"]), FULL, "d.pkl")
+    with pytest.raises(dataclasses.FrozenInstanceError, match="frozen"):
+        config.experiment.train.fusion.epochs = 5
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.experiment.train.pretrain["T"].lr = 1.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.objective = "baseline"
+    assert config.experiment.train.fusion.epochs == 3
+    assert configs.get_config("synthetic").train.fusion.epochs == 20  # a fresh preset
+
+
+def test_the_data_facts_set_the_widths_modalities_and_switch_cl_off() -> None:
+    with pytest.warns(UserWarning, match="contrastive task"):
+        config = cli.resolve_config(cli.parse_args([]), TEXT_ONLY, "d.pkl")
+    assert config.experiment.model.modalities == ("T",)
+    assert config.experiment.model.text_dim == 32
+    assert not config.experiment.train.objective.cl
+    assert config.phases == ("pretrain_T", "fusion")
+    wide = dataclasses.replace(FULL, feature_dims={"T": 48, "A": 7, "V": 9})
+    model = cli.resolve_config(cli.parse_args(["--stage", "fusion"]), wide, "d").experiment.model
+    assert (model.text_dim, model.audio_dim, model.vision_dim) == (48, 7, 9)
+
+
+@pytest.mark.parametrize("argv", [
+    ["--cl-temperature", "0.25"], ["--cl-form", "out"], ["--weight-scale", "num_tasks"],
+    ["--no-msc"], ["--no-gdwg"], ["--epochs", "3"], ["--lr", "0.1"], ["--dropout", "0.2"],
+    ["--pretrain-epochs", "2"], ["--modalities", "TA"], ["--objective", "baseline"],
+    ["--stage", "fusion"], ["--limit-batches", "2"], ["--text-model", "some/bert"],
+])
+def test_every_training_argument_changes_the_fingerprint(argv: list[str]) -> None:
+    before = configs.fingerprint(cli.resolve_config(cli.parse_args([]), FULL, "d.pkl"))
+    after = configs.fingerprint(cli.resolve_config(cli.parse_args(argv), FULL, "d.pkl"))
+    assert before != after, argv
+
+
+@pytest.mark.parametrize("argv", [["--seeds", "1", "2"], ["--save-every", "5"],
+                                  ["--threads", "2"], ["--resume"], ["--out", "elsewhere"]])
+def test_how_a_run_is_executed_leaves_the_fingerprint_alone(argv: list[str]) -> None:
+    before = configs.fingerprint(cli.resolve_config(cli.parse_args([]), FULL, "d.pkl"))
+    after = configs.fingerprint(cli.resolve_config(cli.parse_args(argv), FULL, "d.pkl"))
+    assert before == after, argv
+
+
+def test_the_fingerprint_holds_every_field_of_the_configuration() -> None:
+    config = cli.resolve_config(cli.parse_args([]), FULL, "d.pkl")
+    names = set(configs.fingerprint(config))
+
+    def leaves(prefix: str, value: object) -> set[str]:
+        if dataclasses.is_dataclass(value):
+            return {leaf for f in dataclasses.fields(value)
+                    for leaf in leaves(f"{prefix}.{f.name}", getattr(value, f.name))}
+        if isinstance(value, dict):
+            return {leaf for k, v in value.items() for leaf in leaves(f"{prefix}.{k}", v)}
+        return {prefix}
+
+    expected = {name[1:] for name in leaves("", config)} - {"experiment.train.seeds"}
+    assert names == expected

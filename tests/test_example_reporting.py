@@ -1,0 +1,76 @@
+"""``dmmsa.reporting``: one rule for every table cell, and the tables of ``train.py`` and
+``evaluate_real.py`` exactly as they were before the two shared it.
+
+``tests/fixtures/reporting_tables.json`` holds ``results.md`` and ``evaluate_real``'s table as the
+code wrote them before the refactoring into ``dmmsa.reporting`` (the tables of
+``docs/results.md`` were produced with that rounding).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dmmsa import evaluate_real, reporting
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "reporting_tables.json"
+
+SUMMARY = {
+    "seeds": [1, 12],
+    "test": {key: {"mean": mean, "std": std} for key, mean, std in [
+        ("Has0_acc_2", 0.8397, 0.01234), ("Non0_acc_2", 0.857, 0.0051),
+        ("Has0_F1_score", 0.83925, 0.0), ("Non0_F1_score", 0.857, 0.01),
+        ("Mult_acc_5", 0.5112, 0.0213), ("Mult_acc_7", 0.4539, 0.00995),
+        ("MAE", 0.71049, 0.012345), ("Corr", 0.79351, 0.0049999)]},
+    "test_constrained": {},
+    "pretrain": {"pretrain_T": {"MAE": {"mean": 1.23456, "std": 0.0345}}, "pretrain_A": {}},
+}
+
+
+def _fake_result(out: Path, mae: float, corr: float, valid_mae: float) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    test = {"MAE": mae, "Corr": corr, "Has0_acc_2": 0.8 + mae / 10, "Non0_acc_2": 0.81,
+            "Has0_F1_score": 0.8, "Non0_F1_score": 0.8 - corr / 100, "Mult_acc_7": 0.4 + mae / 7}
+    (out / "results.json").write_text(json.dumps({"per_seed": [{
+        "test": test, "wall_seconds": 10.0,
+        "phases": {"fusion": {"valid": {"MAE": valid_mae, "Corr": corr}, "best_epoch": 3,
+                              "curve": {"val_MAE": [valid_mae + 0.2, valid_mae]}}},
+    }]}))
+
+
+def test_results_md_of_train_py_is_unchanged() -> None:
+    expected = json.loads(FIXTURE.read_text())["results_md"]
+    assert reporting.results_table("mosi", "DMMSA", "mosi", SUMMARY) == expected
+
+
+def test_the_table_of_evaluate_real_is_unchanged(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for variant in ("dmmsa", "baseline", "no-msc"):
+        for seed in (1, 12, 123):
+            for fold in range(4):
+                _fake_result(tmp_path / f"fold{fold}" / f"seed{seed}" / variant,
+                             rng.uniform(0.7, 1.0), rng.uniform(0.5, 0.8), rng.uniform(0.6, 0.9))
+    args = evaluate_real.parse_args(["--table", "mosi400", "--seeds", "1", "12", "123",
+                                     "--variants", "dmmsa", "baseline", "no-msc",
+                                     "--out", str(tmp_path)])
+    text = evaluate_real.markdown(evaluate_real.collect(args), 12.0, "test machine",
+                                  ["--table", "mosi400"])
+    assert text == json.loads(FIXTURE.read_text())["table_md"]
+
+
+@pytest.mark.parametrize("decimals", [3, 4])
+def test_one_rounding_rule_for_both_tables(decimals: int) -> None:
+    values = {"MAE": (0.712345, 0.0123456), "Mult_acc_7": (0.453912, 0.0099876)}
+    cell = reporting.format_cell(values, ("Mult_acc_7", "MAE"), decimals)
+    accuracy, mae = cell.split(" / ")
+    assert mae == f"{0.712345:.{decimals}f} ± {0.0123456:.{decimals}f}"
+    assert accuracy == f"{45.3912:.{decimals - 2}f} ± {0.99876:.{decimals - 2}f}"
+
+
+def test_mean_std_is_the_sample_std_and_zero_for_one_value() -> None:
+    values = [0.3, 0.9, 0.4]
+    assert reporting.mean_std(values) == pytest.approx((np.mean(values), np.std(values, ddof=1)))
+    assert reporting.mean_std([0.5]) == (0.5, 0.0)
