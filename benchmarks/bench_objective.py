@@ -81,7 +81,7 @@ def build_model(args: argparse.Namespace) -> dmmsa_model.DMMSAModel:
 
 
 def make_batch(args: argparse.Namespace, net: dmmsa_model.DMMSAModel, seed: int = 0) -> dict:
-    """A random MOSI-shaped batch in the layout of ``data.MSADataset``'s collate."""
+    """A random MOSI-shaped batch in the layout of ``batching.MSADataset``'s collate."""
     g = torch.Generator().manual_seed(seed)
     s, b = sizes(args.small), args.batch_size
 

@@ -34,7 +34,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import mtobjectives as mt
-from dmmsa import data, objectives, synthetic, train, training
+from dmmsa import batching, data, objectives, synthetic, train, training
 from mtobjectives import functional as F
 from mtobjectives.heads import DecompositionHead
 from mtobjectives.metrics import msa_metrics
@@ -1089,15 +1089,15 @@ LOADER_ROWS = [
         lambda f: f.load(f.raw(), label_range=np.float32(1.0), max_abs=np.float32(1e3)),
         returns=lambda splits: float(splits["train"].labels["M"].max()) == 1.0),
     row("data-unknown-text-source",
-        lambda f: data.MSADataset(_loaded(f)["train"], text_source="tokens"),
+        lambda f: batching.MSADataset(_loaded(f)["train"], text_source="tokens"),
         raises=ValueError, match=r"text_source must be one of 'auto' \| 'bert' \| 'features'"),
-    row("data-zero-batch-size", lambda f: data.make_loader(_loaded(f)["train"], batch_size=0),
+    row("data-zero-batch-size", lambda f: batching.make_loader(_loaded(f)["train"], batch_size=0),
         raises=ValueError, match=r"batch_size must be an int > 0"),
     row("data-shuffle-with-sampler",
-        lambda f: data.make_loader(_loaded(f)["train"], batch_size=2, shuffle=True,
+        lambda f: batching.make_loader(_loaded(f)["train"], batch_size=2, shuffle=True,
                                    sampler=[0, 1]),
         raises=ValueError, match=r"shuffle=True cannot be combined with a sampler"),
-    row("data-index-out-of-range", lambda f: data.MSADataset(_loaded(f)["train"])[4],
+    row("data-index-out-of-range", lambda f: batching.MSADataset(_loaded(f)["train"])[4],
         raises=IndexError, match=r"index 4 is out of range for 4 samples"),
 ]
 

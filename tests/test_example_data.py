@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from torch.utils.data.distributed import DistributedSampler
 
-from dmmsa import data, synthetic
+from dmmsa import batching, data, synthetic
 
 SMALL = {"n_train": 30, "n_valid": 12, "n_test": 12}
 FEATURE_KEYS = ("text", "audio", "vision")
@@ -160,7 +160,7 @@ def test_synthetic_aligned_file_has_no_lengths(tmp_path: Path) -> None:
         assert "audio_lengths" not in pickle.load(f)["train"]
     split = load_quietly(path)["train"]
     assert split.aligned and split.audio.shape[1] == split.vision.shape[1] == 8
-    item = data.MSADataset(split)[0]
+    item = batching.MSADataset(split)[0]
     assert int(item["audio_lengths"]) == int(item["vision_lengths"]) == 8
 
 
@@ -454,7 +454,7 @@ def test_dataset_item_holds_the_agreed_tensors(
     splits: dict, text_source: str, key: str, shape: tuple, dtype: torch.dtype
 ) -> None:
     split = splits["train"]
-    item = data.MSADataset(split, text_source=text_source)[5]
+    item = batching.MSADataset(split, text_source=text_source)[5]
     text_keys = {key, "text_lengths"} if text_source == "features" else {key}
     assert set(item) == text_keys | {"audio", "audio_lengths", "vision", "vision_lengths",
                                      "labels", "index"}
@@ -474,7 +474,7 @@ def test_dataset_item_holds_the_agreed_tensors(
                          [("bert", "text_bert", (8, 3, 8)), ("features", "text", (8, 8, 32))])
 def test_default_collate_batches_the_items(splits: dict, text_source: str, key: str,
                                            shape: tuple) -> None:
-    loader = data.make_loader(splits["valid"], batch_size=8, text_source=text_source)
+    loader = batching.make_loader(splits["valid"], batch_size=8, text_source=text_source)
     batch = next(iter(loader))
     assert batch[key].shape == shape
     assert batch["audio"].shape == (8, 12, 5) and batch["vision"].shape == (8, 10, 20)
@@ -485,7 +485,7 @@ def test_default_collate_batches_the_items(splits: dict, text_source: str, key: 
 
 def test_dataset_items_share_memory_with_the_split(splits: dict) -> None:
     split = splits["train"]
-    item = data.MSADataset(split, text_source="features")[2]
+    item = batching.MSADataset(split, text_source="features")[2]
     assert item["text"].data_ptr() == split.text[2].ctypes.data
     assert item["audio"].data_ptr() == split.audio[2].ctypes.data
 
@@ -493,33 +493,33 @@ def test_dataset_items_share_memory_with_the_split(splits: dict) -> None:
 def test_missing_text_source_is_refused(splits: dict) -> None:
     split = copy.copy(splits["train"])
     split.text = None
-    assert data.MSADataset(split).text_source == "bert"
+    assert batching.MSADataset(split).text_source == "bert"
     with pytest.raises(ValueError, match="text_source='features' needs key 'text'"):
-        data.MSADataset(split, text_source="features")
+        batching.MSADataset(split, text_source="features")
     with pytest.raises(ValueError, match="text_source must be one of"):
-        data.MSADataset(split, text_source="tokens")
+        batching.MSADataset(split, text_source="tokens")
 
 
 def test_dataset_index_out_of_range_raises_index_error(splits: dict) -> None:
-    dataset = data.MSADataset(splits["test"])
+    dataset = batching.MSADataset(splits["test"])
     assert int(dataset[-1]["index"]) == len(dataset) - 1
     with pytest.raises(IndexError):
         dataset[len(dataset)]
 
 
 def test_loader_with_distributed_sampler_covers_the_split_once(splits: dict) -> None:
-    dataset = data.MSADataset(splits["train"])
+    dataset = batching.MSADataset(splits["train"])
     seen = []
     for rank in range(2):
         sampler = DistributedSampler(dataset, num_replicas=2, rank=rank, shuffle=True, seed=1)
-        for batch in data.make_loader(dataset, batch_size=4, sampler=sampler):
+        for batch in batching.make_loader(dataset, batch_size=4, sampler=sampler):
             seen += batch["index"].tolist()
     assert sorted(seen) == list(range(len(dataset)))
 
 
 def test_loader_shuffle_is_reproducible_with_a_seed(splits: dict) -> None:
     def order(seed: int) -> list[int]:
-        loader = data.make_loader(splits["train"], batch_size=7, shuffle=True, seed=seed)
+        loader = batching.make_loader(splits["train"], batch_size=7, shuffle=True, seed=seed)
         return [i for batch in loader for i in batch["index"].tolist()]
 
     assert order(0) == order(0) and order(0) != order(1)
@@ -527,9 +527,9 @@ def test_loader_shuffle_is_reproducible_with_a_seed(splits: dict) -> None:
 
 
 def test_loader_rejects_shuffle_with_a_sampler(splits: dict) -> None:
-    dataset = data.MSADataset(splits["train"])
+    dataset = batching.MSADataset(splits["train"])
     with pytest.raises(ValueError, match="shuffle=True cannot be combined with a sampler"):
-        data.make_loader(dataset, batch_size=4, shuffle=True,
+        batching.make_loader(dataset, batch_size=4, shuffle=True,
                          sampler=DistributedSampler(dataset, num_replicas=1, rank=0))
 
 
@@ -624,14 +624,14 @@ def test_aligned_file_missing_vision_in_one_split_is_refused(tmp_path: Path) -> 
 def test_text_only_items_have_no_audio_or_vision_keys(
     text_only_file: Path, text_source: str, text_keys: set[str]
 ) -> None:
-    dataset = data.MSADataset(load_quietly(text_only_file)["train"], text_source=text_source)
+    dataset = batching.MSADataset(load_quietly(text_only_file)["train"], text_source=text_source)
     assert dataset.modalities == ("T",)
     assert set(dataset[3]) == text_keys | {"labels", "index"}
 
 
 def test_text_only_batches_collate(text_only_file: Path) -> None:
     split = load_quietly(text_only_file)["valid"]
-    batch = next(iter(data.make_loader(split, batch_size=5, text_source="features")))
+    batch = next(iter(batching.make_loader(split, batch_size=5, text_source="features")))
     assert batch["text"].shape == (5, 8, 32) and batch["text_lengths"].shape == (5,)
     assert batch["text_lengths"].dtype == torch.int64
     assert {k: v.shape for k, v in batch["labels"].items()} == {m: (5,) for m in "MTAV"}
@@ -639,7 +639,7 @@ def test_text_only_batches_collate(text_only_file: Path) -> None:
 
 def test_text_lengths_are_the_attention_mask_sums(splits: dict) -> None:
     split = splits["train"]
-    dataset = data.MSADataset(split, text_source="features")
+    dataset = batching.MSADataset(split, text_source="features")
     for i in range(len(split)):  # right-padded tokens: the sum of the mask
         assert int(dataset[i]["text_lengths"]) == int(split.text_bert[i, 1].sum())
 
@@ -647,7 +647,7 @@ def test_text_lengths_are_the_attention_mask_sums(splits: dict) -> None:
 def test_features_without_text_bert_give_no_text_lengths(splits: dict) -> None:
     split = copy.copy(splits["train"])
     split.text_bert = None
-    assert "text_lengths" not in data.MSADataset(split, text_source="features")[0]
+    assert "text_lengths" not in batching.MSADataset(split, text_source="features")[0]
 
 
 @given(mask=arrays(np.int64, st.tuples(st.integers(1, 6), st.integers(1, 9)),
@@ -662,7 +662,7 @@ def test_text_lengths_cover_every_masked_token(mask: np.ndarray, text_steps: int
         vision=None, audio_lengths=None, vision_lengths=None,
         labels={"M": np.zeros(n, np.float32)},
     )
-    dataset = data.MSADataset(split, text_source="features")
+    dataset = batching.MSADataset(split, text_source="features")
     for i in range(n):
         last = max((t + 1 for t in range(steps) if mask[i, t]), default=0)
         assert int(dataset[i]["text_lengths"]) == min(last, text_steps)

@@ -357,7 +357,7 @@ def test_text_width_is_not_needed_with_a_bert_backbone(tiny_bert_dir):
 
 
 def test_a_text_only_file_end_to_end(tmp_path):
-    from dmmsa import data, synthetic
+    from dmmsa import batching, data, synthetic
 
     raw = synthetic.build_synthetic(seed=0, n_train=16, n_valid=8, n_test=8)
     for split in raw.values():
@@ -373,7 +373,7 @@ def test_a_text_only_file_end_to_end(tmp_path):
                                      vision=dims["V"], available=splits["train"].modalities)
     assert config.model.modalities == ("T",)
     net = model.DMMSAModel(config)
-    batch = next(iter(data.make_loader(splits["train"], batch_size=8, text_source="features")))
+    batch = next(iter(batching.make_loader(splits["train"], batch_size=8, text_source="features")))
     assert_dmmsa_outputs(net(batch), 8, ("T",), config.model.feature_dim)
 
 

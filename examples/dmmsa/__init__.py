@@ -10,8 +10,9 @@ The public surface is each module's ``__all__``; the modules, in the order a run
   arguments and the data's facts into the frozen :class:`dmmsa.configs.RunConfig`;
 - :mod:`dmmsa.configs`: the presets (Table 6 and the synthetic default), ``freeze``,
   ``fingerprint``;
-- :mod:`dmmsa.data`: ``load_mmsa`` (checks and cleans an MMSA pickle), ``facts_of``,
-  ``MSADataset``, ``make_loader``; :mod:`dmmsa.synthetic`: the embedded default data;
+- :mod:`dmmsa.data`: ``load_mmsa`` (checks and cleans an MMSA pickle), ``facts_of``;
+  :mod:`dmmsa.batching`: ``MSADataset`` and ``make_loader`` (the samples as tensors, batched);
+  :mod:`dmmsa.synthetic`: the embedded default data;
 - :mod:`dmmsa.model`: ``DMMSAModel`` (encoders + the library's decomposition head) and
   ``UnimodalRegressor`` (what a pre-training phase trains);
 - :mod:`dmmsa.objectives`: the objectives of the two stages and the baseline;
@@ -21,11 +22,16 @@ The public surface is each module's ``__all__``; the modules, in the order a run
   ``predict`` and ``metrics_of``;
 - :mod:`dmmsa.reporting`: tables, plots, mean ± std and the JSON/CSV files, for ``train.py`` and
   ``evaluate_real.py`` alike;
+- :mod:`dmmsa.stats`: paired tests (Wilcoxon signed-rank, cluster bootstrap) and their figure;
+- :mod:`dmmsa.prepare`: raw label files (+ audio, visual features) to MMSA pickles, in the steps
+  of :mod:`dmmsa.prepare_steps`, :mod:`dmmsa.prepare_labels`, :mod:`dmmsa.prepare_text` and
+  :mod:`dmmsa.prepare_audio`;
 - :mod:`dmmsa.checks`: the number checks of arguments (``is_int``, ``is_real``).
 """
 # It is not part of the `mtobjectives` wheel: install it next to the library with
 # `pip install -e examples` (`make demo` and `make test` do). The scripts keep working from the
 # repository root: `python examples/dmmsa/train.py ...`.
 
-__all__ = ["checkpoint", "checks", "cli", "configs", "data", "distributed", "evaluation",
-           "model", "objectives", "reporting", "synthetic", "training"]
+__all__ = ["batching", "checkpoint", "checks", "cli", "configs", "data", "distributed",
+           "evaluation", "model", "objectives", "prepare", "reporting", "stats", "synthetic",
+           "training"]

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dmmsa import data
+from dmmsa import batching
 from dmmsa import model as model_lib
 from dmmsa.distributed import epoch_indices
 from mtobjectives.metrics import msa_metrics
@@ -45,7 +45,7 @@ def predict(net: nn.Module, dataset: Any, batch_size: int, label: str, run: Run)
         TrainingStopped: a prediction is not finite.
     """
     indices = epoch_indices(len(dataset), 0, 0, run.dist, shuffle=False)
-    loader = data.make_loader(dataset, batch_size=batch_size, sampler=indices,
+    loader = batching.make_loader(dataset, batch_size=batch_size, sampler=indices,
                               num_workers=run.args.num_workers, seed=0)
     was_training = net.training
     net.eval()

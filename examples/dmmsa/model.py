@@ -14,7 +14,7 @@ in Table 6 are ConFEDE's):
 For the unimodal pre-training stage (Table 6) each encoder also has a small regressor in
 ``pretrain_heads`` (ConFEDE's ``*Pretrain`` classifiers).
 
-A batch is the dict that ``data.MSADataset`` items collate to: ``"text_bert"`` ``[B, 3, L]``
+A batch is the dict that ``batching.MSADataset`` items collate to: ``"text_bert"`` ``[B, 3, L]``
 (ids, attention mask, segment ids) or ``"text"`` ``[B, L, d_t]`` with optional
 ``"text_lengths"`` ``[B]``, ``"audio"`` ``[B, La, da]``, optional ``"audio_lengths"`` ``[B]``,
 ``"vision"`` ``[B, Lv, dv]``, optional ``"vision_lengths"`` ``[B]``; other keys (``"labels"``,

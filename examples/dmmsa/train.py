@@ -49,7 +49,7 @@ from typing import Any
 
 import torch
 
-from dmmsa import cli, configs, data, objectives, synthetic
+from dmmsa import batching, cli, configs, data, objectives, synthetic
 from dmmsa.distributed import Dist
 from dmmsa.evaluation import TrainingStopped
 from dmmsa.reporting import plot_curves, results_table, summarize, write_json
@@ -73,7 +73,7 @@ def setup(args: argparse.Namespace) -> Run:
     splits = data.load_mmsa(path, label_range=label_range)
     config = cli.resolve_config(args, data.facts_of(splits), path)
     text_source = config.experiment.model.text_source
-    datasets = {name: data.MSADataset(split, text_source=text_source)
+    datasets = {name: batching.MSADataset(split, text_source=text_source)
                 for name, split in splits.items()}
     return Run(args, config, datasets, world)
 

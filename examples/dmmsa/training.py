@@ -31,7 +31,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import mtobjectives as mt
-from dmmsa import configs, data, evaluation, objectives
+from dmmsa import batching, configs, evaluation, objectives
 from dmmsa import model as model_lib
 from dmmsa.checkpoint import Checkpointer, EpochSums, Progress, atomic_save, cpu_clone, set_seed
 from dmmsa.distributed import Dist, epoch_indices
@@ -48,7 +48,7 @@ class Run:
     the device. ``args`` keeps only how the run is executed (``--out``, ``--resume``, ...)."""
 
     def __init__(self, args: argparse.Namespace, config: configs.RunConfig,
-                 datasets: dict[str, data.MSADataset], world: Dist) -> None:
+                 datasets: dict[str, batching.MSADataset], world: Dist) -> None:
         self.args, self.config, self.datasets, self.dist = args, config, datasets, world
         self.experiment = config.experiment
         self.metric_set = self.experiment.dataset  # "sims" | "mosi" | "mosei": bins, metrics
@@ -192,7 +192,7 @@ def epoch_batches(run: Run, phase: Phase, progress: Progress, seed: int) -> Iter
                           shuffle=True)[: phase.steps_per_epoch * size]
     # The sampler is a fixed list, so the order never depends on the global RNG; the explicit
     # generator also keeps the loader from drawing from the global RNG (exact resume).
-    return iter(data.make_loader(run.datasets["train"], batch_size=size,
+    return iter(batching.make_loader(run.datasets["train"], batch_size=size,
                                  sampler=order[progress.batch * size:],
                                  num_workers=run.args.num_workers,
                                  seed=seed * 100_003 + progress.epoch))
