@@ -10,7 +10,8 @@ The public surface is each module's ``__all__``; the modules, in the order a run
   arguments and the data's facts into the frozen :class:`dmmsa.configs.RunConfig`;
 - :mod:`dmmsa.configs`: the presets (Table 6 and the synthetic default), ``freeze``,
   ``fingerprint``;
-- :mod:`dmmsa.data`: ``load_mmsa`` (checks and cleans an MMSA pickle), ``facts_of``;
+- :mod:`dmmsa.data`: ``load_mmsa`` (checks and cleans an MMSA pickle), ``facts_of``, with the
+  per-key checks of :mod:`dmmsa.split_checks`;
   :mod:`dmmsa.batching`: ``MSADataset`` and ``make_loader`` (the samples as tensors, batched);
   :mod:`dmmsa.synthetic`: the embedded default data;
 - :mod:`dmmsa.model`: ``DMMSAModel`` (encoders + the library's decomposition head) and
@@ -33,5 +34,5 @@ The public surface is each module's ``__all__``; the modules, in the order a run
 # repository root: `python examples/dmmsa/train.py ...`.
 
 __all__ = ["batching", "checkpoint", "checks", "cli", "configs", "data", "distributed",
-           "evaluation", "model", "objectives", "prepare", "reporting", "stats", "synthetic",
-           "training"]
+           "evaluation", "model", "objectives", "prepare", "reporting", "split_checks", "stats",
+           "synthetic", "training"]

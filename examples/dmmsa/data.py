@@ -58,6 +58,19 @@ from typing import Any
 import numpy as np
 
 from dmmsa.checks import is_real
+from dmmsa.split_checks import (
+    MMSADataError,
+    MMSADataWarning,
+    check_rank,
+    clean_features,
+    fail,
+    label_array,
+    length_array,
+    listing,
+    numeric,
+    string_list,
+    token_ids,
+)
 from mtobjectives.io import PickleLoadError, load_pickle_safely
 
 __all__ = [
@@ -85,16 +98,6 @@ LABEL_RANGES: dict[str, tuple[float, float]] = {
 _MODALITY_LABELS = {"T": "regression_labels_T", "A": "regression_labels_A",
                     "V": "regression_labels_V"}
 _SPLIT_ALIASES = {"dev": "valid", "val": "valid", "validation": "valid", "eval": "test"}
-_CLEAN_CHUNK = 1 << 22  # elements per block when cleaning, bounds the temporary masks
-
-
-class MMSADataError(ValueError):
-    """A feature file that cannot be used: the message names the file, split, key and problem."""
-
-
-class MMSADataWarning(UserWarning):
-    """Feature values that were replaced while loading (non-finite or huge), or clip ids that
-    two splits share (a leak between training and evaluation data)."""
 
 
 @dataclass
@@ -155,138 +158,6 @@ class MMSASplit:
         return {"T": width(self.text), "A": width(self.audio), "V": width(self.vision)}
 
 
-# ----------------------------------------------------------------------------------- checks
-
-
-def _fail(where: str, message: str) -> MMSADataError:
-    return MMSADataError(f"{where}: {message}")
-
-
-def _listing(keys: Sequence[object]) -> str:
-    return ", ".join(repr(k) for k in keys) if keys else "nothing"
-
-
-def _numeric(where: str, key: str, value: object, dtype: type) -> np.ndarray:
-    """``value`` as a C-contiguous, writable array of ``dtype`` (no copy when it already is)."""
-    try:
-        array = np.asarray(value)
-        if array.dtype.kind not in "biuf":
-            raise TypeError(f"dtype {array.dtype}")
-        array = np.ascontiguousarray(array, dtype=dtype)
-    except (TypeError, ValueError) as error:
-        raise _fail(
-            where, f"key {key!r} must be a numeric array, got {type(value).__name__} ({error})"
-        ) from None
-    if not array.flags.writeable:
-        array = array.copy()
-    return array
-
-
-def _strings(where: str, key: str, value: object) -> list[str]:
-    array = np.asarray(value, dtype=object)
-    if array.ndim != 1:
-        raise _fail(where, f"key {key!r} must be 1-D [N], got shape {array.shape}")
-    return [v.decode() if isinstance(v, bytes) else str(v) for v in array.tolist()]
-
-
-def _check_rank(where: str, key: str, array: np.ndarray, symbols: str) -> None:
-    rank = len(symbols.split(","))
-    if array.ndim != rank:
-        raise _fail(
-            where, f"key {key!r} must have {rank} dimension(s) [{symbols}], got shape {array.shape}"
-        )
-
-
-def _labels(
-    where: str, key: str, value: object, label_range: tuple[float, float] | None
-) -> np.ndarray:
-    if np.asarray(value).dtype.kind == "b":  # 0/1 would pass as sentiment scores
-        raise _fail(where, f"key {key!r} holds booleans; labels must be real-valued sentiment "
-                           "scores (msa_metrics refuses bool labels as well)")
-    labels = _numeric(where, key, value, np.float32)
-    if labels.ndim == 2 and labels.shape[1] == 1:  # some files store [N, 1]
-        labels = labels[:, 0].copy()
-    _check_rank(where, key, labels, "N")
-    finite = np.isfinite(labels)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
-        nan = int(np.isnan(labels).sum())
-        raise _fail(
-            where,
-            f"key {key!r} holds {bad.size} non-finite label(s) ({nan} NaN, {bad.size - nan} inf), "
-            f"first at index {bad[0]}; labels must be finite",
-        )
-    if label_range is not None:
-        low, high = label_range
-        tol = 1e-5 * max(1.0, abs(low), abs(high))  # float32 rounding of grid values
-        outside = np.flatnonzero((labels < low - tol) | (labels > high + tol))
-        if outside.size:
-            raise _fail(
-                where,
-                f"key {key!r} holds {outside.size} label(s) outside label_range [{low:g}, {high:g}]"
-                f" (min {labels.min():g}, max {labels.max():g}; first at index {outside[0]}: "
-                f"{labels[outside[0]]:g})",
-            )
-    return labels
-
-
-def _lengths(where: str, key: str, value: object, steps: int) -> np.ndarray:
-    lengths = np.asarray(value)
-    if lengths.dtype.kind == "f":
-        if not (np.isfinite(lengths).all() and (lengths == np.round(lengths)).all()):
-            raise _fail(where, f"key {key!r} must hold whole numbers of steps")
-    lengths = _numeric(where, key, lengths, np.int64)
-    _check_rank(where, key, lengths, "N")
-    outside = np.flatnonzero((lengths < 0) | (lengths > steps))
-    if outside.size:
-        raise _fail(
-            where,
-            f"key {key!r} holds {outside.size} length(s) outside [0, {steps}] (the sequences have "
-            f"{steps} steps); first at index {outside[0]}: {lengths[outside[0]]}",
-        )
-    return lengths
-
-
-def _token_ids(where: str, value: object) -> np.ndarray:
-    raw = np.asarray(value)
-    if raw.dtype.kind == "f":
-        if not (np.isfinite(raw).all() and (raw == np.round(raw)).all()):
-            raise _fail(where, "key 'text_bert' must hold whole numbers (token ids and masks)")
-    ids = _numeric(where, "text_bert", raw, np.int64)
-    _check_rank(where, "text_bert", ids, "N, 3, L")
-    if ids.shape[1] != 3:
-        raise _fail(
-            where,
-            "key 'text_bert' must have shape [N, 3, L] (input ids, attention mask, segment ids), "
-            f"got shape {ids.shape}",
-        )
-    if (ids < 0).any():
-        raise _fail(where, "key 'text_bert' holds negative token ids")
-    if ((ids[:, 1] != 0) & (ids[:, 1] != 1)).any():
-        raise _fail(where, "key 'text_bert' attention mask (row 1) must hold only 0 and 1")
-    return ids
-
-
-def _clean(features: np.ndarray, max_abs: float) -> dict[str, int]:
-    """Replace NaN, +-inf and values with ``|x| > max_abs`` by 0 in place; count each kind."""
-    counts = {"-inf": 0, "+inf": 0, "NaN": 0, "huge": 0}
-    flat = features.reshape(-1)  # a view: ``features`` is C-contiguous
-    with np.errstate(invalid="ignore", over="ignore"):
-        for start in range(0, flat.size, _CLEAN_CHUNK):
-            block = flat[start : start + _CLEAN_CHUNK]
-            bad = ~np.isfinite(block)
-            bad |= np.abs(block) > max_abs
-            if not bad.any():
-                continue
-            values = block[bad]
-            counts["-inf"] += int(np.isneginf(values).sum())
-            counts["+inf"] += int(np.isposinf(values).sum())
-            counts["NaN"] += int(np.isnan(values).sum())
-            counts["huge"] += int(np.isfinite(values).sum())
-            block[bad] = 0.0
-    return counts
-
-
 def _parse_split(
     source: str,
     name: str,
@@ -296,7 +167,7 @@ def _parse_split(
 ) -> tuple[MMSASplit, list[str]]:
     where = f"{source}, split {name!r}"
     if not isinstance(raw, Mapping):
-        raise _fail(where, f"must be a dict of arrays, got {type(raw).__name__}")
+        raise fail(where, f"must be a dict of arrays, got {type(raw).__name__}")
     keys = list(raw.keys())
     required = ["id", "raw_text", "regression_labels"]
     missing = [repr(key) for key in required if key not in raw]
@@ -307,24 +178,24 @@ def _parse_split(
             missing.append(f"{key!r} (the split has {key + '_lengths'!r}; a modality without "
                            "features must have neither key)")
     if missing:
-        raise _fail(
-            where, f"missing key(s) {', '.join(missing)}; the split has {_listing(keys)}"
+        raise fail(
+            where, f"missing key(s) {', '.join(missing)}; the split has {listing(keys)}"
         )
 
-    labels = {"M": _labels(where, "regression_labels", raw["regression_labels"], label_range)}
+    labels = {"M": label_array(where, "regression_labels", raw["regression_labels"], label_range)}
     for modality, key in _MODALITY_LABELS.items():
         if key in raw:
-            labels[modality] = _labels(where, key, raw[key], label_range)
+            labels[modality] = label_array(where, key, raw[key], label_range)
     features: dict[str, np.ndarray] = {}
     for key, symbols in (("text", "N, L, d_t"), ("audio", "N, La, da"), ("vision", "N, Lv, dv")):
         if key in raw:
-            features[key] = _numeric(where, key, raw[key], np.float32)
-            _check_rank(where, key, features[key], symbols)
-    text_bert = _token_ids(where, raw["text_bert"]) if "text_bert" in raw else None
-    ids = _strings(where, "id", raw["id"])
-    raw_text = _strings(where, "raw_text", raw["raw_text"])
+            features[key] = numeric(where, key, raw[key], np.float32)
+            check_rank(where, key, features[key], symbols)
+    text_bert = token_ids(where, raw["text_bert"]) if "text_bert" in raw else None
+    ids = string_list(where, "id", raw["id"])
+    raw_text = string_list(where, "raw_text", raw["raw_text"])
     lengths = {
-        key: _lengths(where, key, raw[key], features[key.split("_")[0]].shape[1])
+        key: length_array(where, key, raw[key], features[key.split("_")[0]].shape[1])
         for key in ("audio_lengths", "vision_lengths")
         if key in raw
     }
@@ -338,17 +209,17 @@ def _parse_split(
         sizes["text_bert"] = len(text_bert)
     for key, size in sizes.items():
         if size != n:
-            raise _fail(
+            raise fail(
                 where,
                 f"key {key!r} has {size} samples but key 'regression_labels' has {n}; "
                 "every key must hold one entry per sample",
             )
     if n == 0:
-        raise _fail(where, "has no samples")
+        raise fail(where, "has no samples")
 
     messages = []
     for key, array in features.items():
-        counts = _clean(array, max_abs)
+        counts = clean_features(array, max_abs)
         total = sum(counts.values())
         if total:
             detail = ", ".join(f"{counts[k]} {k}" for k in ("-inf", "+inf", "NaN"))
@@ -443,7 +314,7 @@ def _parse(
     bounds, splits = _check_options(label_range, max_abs, splits)
     if not isinstance(data, Mapping):
         raise MMSADataError(
-            f"{source}: must hold a dict of splits {_listing(list(splits))}, "
+            f"{source}: must hold a dict of splits {listing(list(splits))}, "
             f"got {type(data).__name__}"
         )
     found = list(data.keys())
@@ -455,8 +326,8 @@ def _parse(
                 if alias in data and target == name
             )
             raise MMSADataError(
-                f"{source}: missing split {name!r}; the file has {_listing(found)} "
-                f"(MMSA files name the splits {_listing(list(SPLITS))}){hint}"
+                f"{source}: missing split {name!r}; the file has {listing(found)} "
+                f"(MMSA files name the splits {listing(list(SPLITS))}){hint}"
             )
     result: dict[str, MMSASplit] = {}
     messages: list[str] = []
@@ -479,8 +350,8 @@ def _check_consistent(source: str, splits: Mapping[str, MMSASplit]) -> None:
                     raise MMSADataError(
                         f"{source}: split {lack!r} is missing key(s) {key!r}, which split "
                         f"{have!r} has; every split must hold the same modalities (split "
-                        f"{have!r}: {_listing(splits[have].modalities)}, split {lack!r}: "
-                        f"{_listing(splits[lack].modalities)})"
+                        f"{have!r}: {listing(splits[have].modalities)}, split {lack!r}: "
+                        f"{listing(splits[lack].modalities)})"
                     )
                 raise MMSADataError(
                     f"{source}: split {have!r} has key {key!r} but split {lack!r} has not"
