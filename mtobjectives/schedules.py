@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from mtobjectives._validation import check_choice
+from mtobjectives._validation import check_choice, check_int
 
 __all__ = ["TaskSchedule", "WarmupSchedule"]
 
@@ -49,8 +49,7 @@ class WarmupSchedule:
     """
 
     def __init__(self, stages: int, *, mode: str = "linear") -> None:
-        if isinstance(stages, bool) or not isinstance(stages, int):
-            raise TypeError(f"stages must be an int, got {type(stages).__name__}")
+        stages = check_int("stages", stages)
         if stages < 0:
             raise ValueError(f"stages must be >= 0, got {stages!r}")
         check_choice("mode", mode, WARMUP_MODES)

@@ -50,6 +50,7 @@ from mtobjectives._validation import (
     check_floating,
     check_int,
     check_positive,
+    check_real,
     check_shape,
 )
 
@@ -653,10 +654,7 @@ class UncertaintyWeighter(Weighter):
         task_names: Sequence[str] | None = None,
     ) -> None:
         super().__init__(num_tasks, scale="num_tasks", task_names=task_names)
-        if isinstance(init_log_variance, bool) or not isinstance(init_log_variance, (int, float)):
-            raise TypeError(
-                f"init_log_variance must be a real number, got {type(init_log_variance).__name__}"
-            )
+        init_log_variance = check_real("init_log_variance", init_log_variance)
         if not math.isfinite(init_log_variance):
             raise ValueError(f"init_log_variance must be finite, got {init_log_variance!r}")
         self.init_log_variance = float(init_log_variance)

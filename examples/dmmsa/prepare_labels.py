@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dmmsa.checks import is_int
+
 __all__ = [
     "Clip",
     "LABEL_RANGE",
@@ -248,13 +250,13 @@ def official_split(modes: Sequence[str]) -> dict[str, np.ndarray]:
 
 
 def _check_fold_arguments(n_groups: int, folds: int, fold: int, valid_groups: int) -> None:
-    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+    if not is_int(folds) or folds < 2:
         raise PrepareError(f"folds: expected an integer >= 2, got {folds!r}")
     if folds > n_groups:
         raise PrepareError(f"folds: expected at most the {n_groups} videos, got {folds}")
-    if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < folds:
+    if not is_int(fold) or not 0 <= fold < folds:
         raise PrepareError(f"fold: expected an integer in [0, {folds - 1}], got {fold!r}")
-    if isinstance(valid_groups, bool) or not isinstance(valid_groups, int) or valid_groups < 1:
+    if not is_int(valid_groups) or valid_groups < 1:
         raise PrepareError(f"valid_videos: expected an integer >= 1, got {valid_groups!r}")
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dmmsa.checks import is_int
 from dmmsa.prepare_audio import AudioFeatures, cap_frames, compute_audio_features, find_audio_files
 from dmmsa.prepare_labels import (
     OUTPUT_SPLITS,
@@ -114,7 +115,7 @@ class PrepareOptions:
         if self.normalize not in ("train", "none"):
             raise PrepareError(f"normalize: expected 'train' or 'none', got {self.normalize!r}")
         text_len = self.max_text_len
-        if text_len != "auto" and (isinstance(text_len, bool) or not isinstance(text_len, int)
+        if text_len != "auto" and (not is_int(text_len)
                                    or text_len < 2):
             raise PrepareError(
                 f"max_text_len: expected an integer >= 2 or 'auto', got {text_len!r}")

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from dmmsa import configs
+from dmmsa.checks import is_int
 from dmmsa.prepare_labels import PrepareError
 
 __all__ = [
@@ -121,7 +122,7 @@ def tokenize(texts: Sequence[str], encoder: str | Path, max_len: int | str = "au
     """
     from transformers import AutoTokenizer
 
-    if max_len != "auto" and (isinstance(max_len, bool) or not isinstance(max_len, int)
+    if max_len != "auto" and (not is_int(max_len)
                               or max_len < 2):
         raise PrepareError(f"max_text_len: expected an integer >= 2 or 'auto', got {max_len!r}")
     folder = Path(encoder)

@@ -39,6 +39,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from dmmsa.checks import is_int
+
 __all__ = ["EXACT_MAX_N", "PairedSummary", "paired_bootstrap_ci", "paired_summary",
            "paired_table_markdown", "paired_table_note", "plot_paired_differences",
            "wilcoxon_signed_rank"]
@@ -198,7 +200,7 @@ def paired_bootstrap_ci(differences: Sequence[float] | np.ndarray, *, confidence
     d = _differences(differences)
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 1:
+    if not is_int(resamples) or resamples < 1:
         raise ValueError(f"resamples must be an integer >= 1, got {resamples!r}")
     if groups is None:
         sums, counts = d - d[0], np.ones_like(d)
