@@ -13,12 +13,10 @@ import operator
 from collections.abc import Collection, Sequence
 
 import numpy as np
-import torch
 from torch import Tensor
 
 __all__ = [
     "check_choice",
-    "check_finite",
     "check_floating",
     "check_int",
     "check_positive",
@@ -114,11 +112,3 @@ def check_choice(name: str, value: object, choices: Collection[object]) -> None:
     if value not in choices:
         options = " | ".join(repr(c) for c in choices)
         raise ValueError(f"{name} must be one of {options}, got {value!r}")
-
-
-def check_finite(name: str, value: Tensor) -> Tensor:
-    """Reject tensors that hold NaN or infinity (checked in one reduction)."""
-    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-        bad = int((~torch.isfinite(value)).sum())
-        raise ValueError(f"{name} must be finite, got {bad} non-finite value(s) (NaN or inf)")
-    return value

@@ -16,7 +16,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import mtobjectives as mt
-from dmmsa import configs, model
+from dmmsa import configs, model, prepare_text
+
+
+def _tokenize(texts: list[str], folder: str, length: int) -> torch.Tensor:
+    """``text_bert`` ``[N, 3, L]`` (int64) as the preparation command writes it."""
+    return torch.from_numpy(prepare_text.tokenize(texts, folder, max_len=length).text_bert).long()
 
 HAS_OBJECTIVE = importlib.util.find_spec("mtobjectives.objective") is not None
 WORDS = ["good", "bad", "movie", "not", "very", "boring", "great", "plot"]
@@ -68,7 +73,7 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def bert_batch(folder: Path, batch: int = 4) -> dict[str, torch.Tensor]:
     texts = ["good movie", "not very good plot", "bad", "very boring movie not great"][:batch]
-    return {**random_batch(batch), "text_bert": model.tokenize(texts, str(folder), max_length=9)}
+    return {**random_batch(batch), "text_bert": _tokenize(texts, str(folder), 9)}
 
 
 def assert_dmmsa_outputs(out: dict, batch: int, modalities: tuple[str, ...], dim: int) -> None:
@@ -120,7 +125,7 @@ def test_forward_shapes_with_a_tiny_bert_from_a_local_folder(tiny_bert_dir):
 
 
 def test_tokenize_gives_mmsa_text_bert_layout(tiny_bert_dir):
-    text_bert = model.tokenize(["good movie", "bad"], str(tiny_bert_dir), max_length=6)
+    text_bert = _tokenize(["good movie", "bad"], str(tiny_bert_dir), 6)
     assert text_bert.shape == (2, 3, 6) and text_bert.dtype == torch.long
     assert text_bert[:, 1].sum(1).tolist() == [4, 3]  # [CLS] words [SEP]
     assert text_bert[1, 0, 3:].eq(0).all()  # [PAD] beyond the mask
@@ -641,8 +646,8 @@ def test_bert_encoder_output_does_not_depend_on_the_padded_length(tiny_bert_dir)
     torch.manual_seed(0)
     net = model.DMMSAModel(tiny_config(text_source="bert", text_model=str(tiny_bert_dir),
                                        text_pooling="mean")).eval()
-    short = model.tokenize(texts, str(tiny_bert_dir), max_length=9)
-    long = model.tokenize(texts, str(tiny_bert_dir), max_length=24)
+    short = _tokenize(texts, str(tiny_bert_dir), 9)
+    long = _tokenize(texts, str(tiny_bert_dir), 24)
     assert long.shape[-1] == 24 and bool(long[:, 1, 9:].eq(0).all())
     with torch.no_grad():
         torch.testing.assert_close(net.encoders["T"](long), net.encoders["T"](short),

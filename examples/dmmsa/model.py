@@ -44,7 +44,6 @@ __all__ = [
     "UnimodalRegressor",
     "batch_to",
     "load_text_backbone",
-    "tokenize",
 ]
 
 #: For each modality: the batch key of its input and of its (optional) lengths.
@@ -180,18 +179,6 @@ def load_text_backbone(name_or_path: str) -> nn.Module:
     from transformers import AutoModel  # imported here: only the BERT text path needs it
 
     return AutoModel.from_pretrained(name_or_path)
-
-
-def tokenize(texts: Sequence[str], name_or_path: str, max_length: int = 50) -> Tensor:
-    """Raw texts to MMSA's ``text_bert`` layout ``[N, 3, L]``: ids, attention mask, segment ids."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    enc = tokenizer(
-        list(texts), padding="max_length", truncation=True, max_length=max_length,
-        return_tensors="pt", return_token_type_ids=True,
-    )
-    return torch.stack([enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]], dim=1)
 
 
 class BertTextEncoder(nn.Module):
