@@ -30,7 +30,9 @@ __all__ = [
     "RunConfig",
     "StageConfig",
     "TrainConfig",
+    "DATASET_RANGES",
     "config_names",
+    "decide_dataset",
     "fingerprint",
     "fingerprint_differences",
     "freeze",
@@ -129,7 +131,17 @@ class StageConfig(_Freezable):
 
 @dataclass
 class ObjectiveConfig(_Freezable):
-    """Switches of ``mt.MultiTaskObjective.dmmsa`` (Eq. 5) for the fusion stage."""
+    """Switches of ``mt.MultiTaskObjective.dmmsa`` (Eq. 5) for the fusion stage.
+
+    The defaults are the paper's objective; ``detach_anchor``, ``cl_warmup`` and
+    ``label_positives`` are the contrastive options of the objective study (off by default),
+    ``weighting`` may also be ``"equal"`` (Table 5's "w/o GDWG") or ``"uncertainty"``
+    (Kendall et al., 2018).
+
+    Attributes:
+        cl_warmup: λ_CL is ramped linearly from 0 over the first ``cl_warmup`` GDWG stages
+            (``mt.WarmupSchedule(cl_warmup, mode="linear")``); 0: no warm-up.
+    """
 
     temperature: float = 0.5
     form: str = "in"
@@ -140,6 +152,9 @@ class ObjectiveConfig(_Freezable):
     weighting: str = "gdwg"
     weighting_temperature: float = 2.0
     scale: str = "sum_one"
+    detach_anchor: bool = False
+    cl_warmup: int = 0
+    label_positives: bool = False
 
 
 @dataclass
@@ -173,7 +188,8 @@ class ExperimentConfig(_Freezable):
     Attributes:
         name: the preset's name.
         dataset: ``"sims"``, ``"mosi"`` or ``"mosei"``: selects the coarse bins
-            (``CoarseGrainedBinning.preset``) and the metrics (``msa_metrics``).
+            (``CoarseGrainedBinning.preset``) and the metrics (``msa_metrics``); ``"auto"``
+            (the ``text`` preset): decided from the data by ``dmmsa.cli.resolve_config``.
         label_range: the sentiment interval ``[-R, R]`` (paper section 3.1).
         model: the architecture.
         train: the two stages.
@@ -325,8 +341,44 @@ def _mosi_text() -> ExperimentConfig:
     return config
 
 
+def _text() -> ExperimentConfig:
+    # Any MMSA-style text-only file (CMU-MOSI, CMU-MOSEI, CH-SIMS or one of that kind): the
+    # mosi_text model and schedule; the dataset (bins, metrics, label range) is decided from
+    # the data by dmmsa.cli.resolve_config (decide_dataset), or given with --dataset.
+    config = _mosi_text()
+    config.name = "text"
+    config.dataset = "auto"
+    return config
+
+
 _PRESETS = {"sims": _sims, "mosi": _mosi, "mosei": _mosei, "synthetic": _synthetic,
-            "mosi400": _mosi400, "mosi_text": _mosi_text}
+            "mosi400": _mosi400, "mosi_text": _mosi_text, "text": _text}
+
+#: The sentiment interval of each dataset kind (paper section 3.1).
+DATASET_RANGES: dict[str, tuple[float, float]] = {
+    "sims": (-1.0, 1.0), "mosi": (-3.0, 3.0), "mosei": (-3.0, 3.0)}
+
+#: A file with at least this many clips and labels beyond [-1, 1] is taken for CMU-MOSEI
+#: (22,856 clips) rather than CMU-MOSI (2,199).
+MOSEI_MIN_CLIPS = 10_000
+
+
+def decide_dataset(label_bound: float, clips: int) -> tuple[str, str]:
+    """The dataset kind of a file from its facts, and the reason, in words.
+
+    Labels within ``[-1, 1]`` are CH-SIMS's scale; otherwise (``[-3, 3]``) a file of at least
+    :data:`MOSEI_MIN_CLIPS` clips is CMU-MOSEI-like, a smaller one CMU-MOSI-like.
+
+    Example:
+        >>> [decide_dataset(bound, clips)[0] for bound, clips in ((1.0, 2281), (3.0, 22856),
+        ...                                                       (3.0, 2199))]
+        ['sims', 'mosei', 'mosi']
+    """
+    if label_bound <= 1.0:
+        return "sims", f"every label lies in [-1, 1] (largest |y| {label_bound:g})"
+    size = "at least" if clips >= MOSEI_MIN_CLIPS else "fewer than"
+    return ("mosei" if clips >= MOSEI_MIN_CLIPS else "mosi",
+            f"labels up to |y| = {label_bound:g} and {clips} clips ({size} {MOSEI_MIN_CLIPS})")
 
 
 def config_names() -> list[str]:
