@@ -29,6 +29,8 @@ unimodal targets are those of the DMMSA ``Uni`` task (``y`` for the similarity f
 unimodal label ``y^m`` for the dissimilarity features when the file has it, else ``y``); no MSC,
 no contrastive loss, no GDWG. ``--no-msc``, ``--no-cl``, ``--no-gdwg`` are Table 5's ablations
 ("w/o GDWG": the weights of GDWG's first stage, ``lambda_Uni = lambda_CL = 1/2``, held fixed).
+``--cl-detach-anchor``, ``--cl-warmup K``, ``--cl-label-positives`` and ``--weighting
+uncertainty`` are the options of the objective study (``docs/results.md``), off by default.
 
 Outputs in ``--out``: ``config.json``; per seed ``seed<s>/pretrain_<m>.csv`` and
 ``seed<s>/fusion.csv`` (one row per epoch: lr, every task loss and weight, validation metrics),
@@ -36,7 +38,8 @@ Outputs in ``--out``: ``config.json``; per seed ``seed<s>/pretrain_<m>.csv`` and
 everything ``--resume`` needs), ``seed<s>/pretrained.pt`` (the model after pre-training),
 ``seed<s>/model_best.pt`` and ``seed<s>/result.json``; ``results.json`` (every seed, mean and
 std), ``results.md`` (our test metrics beside the paper's), ``val_mae.png`` (Fig. 4) and
-``task_weights.png`` (the GDWG weights per epoch).
+``task_weights.png`` (the weights of the weighted tasks per epoch). A seed's ``checkpoint.pt``
+is deleted when the seed has finished (``--keep-checkpoint`` keeps it).
 """
 
 from __future__ import annotations
