@@ -11,6 +11,7 @@ processes. Also the ``text`` preset, whose dataset kind is decided from the data
 from __future__ import annotations
 
 import csv
+import os
 import pickle
 import subprocess
 import sys
@@ -341,3 +342,19 @@ def test_a_sims_like_text_file_trains_with_the_sims_metrics(tmp_path: Path,
     assert "on text (sims metrics)" in printed
     table = (out / "results.md").read_text()
     assert "Acc-3" in table and "1 seed [1], so no spread" in table and "±" not in table
+
+
+def test_two_gloo_processes_keep_one_set_of_log_variances(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node=2", "-m", "dmmsa.train", "--data", str(tiny_data), "--out",
+               str(out), "--stage", "fusion", "--epochs", "2", "--batch-size", "16",
+               "--limit-batches", "2", "--threads", "1", "--weighting", "uncertainty",
+               "--keep-checkpoint"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    finished = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    state = torch.load(out / "seed1" / "checkpoint.pt", weights_only=True)
+    rank0, rank1 = (entry["objective"]["weighter.log_variances"] for entry in state["per_rank"])
+    assert not torch.equal(rank0, torch.zeros(2))  # learned from each rank's own batches ...
+    assert torch.equal(rank0, rank1)  # ... with the gradients averaged: one set of weights
