@@ -307,7 +307,7 @@ def test_the_text_preset_decides_the_dataset_from_the_data(bound: float, clips: 
     config = cli.resolve_config(cli.parse_args(["--config", "text"]), facts, "d",
                                 log=said.append)
     assert config.experiment.dataset == dataset
-    assert config.experiment.label_range == configs.DATASET_RANGES[dataset]
+    assert config.experiment.label_range == cli.DATASET_RANGES[dataset]
     assert said[0].startswith(f"dataset: {dataset} (bins and metrics), decided from the data")
     forced = cli.resolve_config(cli.parse_args(["--config", "text", "--dataset", "mosei"]),
                                 facts, "d", log=None)

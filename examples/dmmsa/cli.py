@@ -15,7 +15,35 @@ from pathlib import Path
 from dmmsa import configs, data
 from mtobjectives import has_text_anchored_pair
 
-__all__ = ["data_path", "generates_synthetic", "load_range", "parse_args", "resolve_config"]
+__all__ = ["DATASET_RANGES", "MOSEI_MIN_CLIPS", "data_path", "decide_dataset",
+           "generates_synthetic", "load_range", "parse_args", "resolve_config"]
+
+
+#: The sentiment interval of each dataset kind (paper section 3.1).
+DATASET_RANGES: dict[str, tuple[float, float]] = {
+    "sims": (-1.0, 1.0), "mosi": (-3.0, 3.0), "mosei": (-3.0, 3.0)}
+
+#: A file with at least this many clips and labels beyond [-1, 1] is taken for CMU-MOSEI
+#: (22,856 clips) rather than CMU-MOSI (2,199).
+MOSEI_MIN_CLIPS = 10_000
+
+
+def decide_dataset(label_bound: float, clips: int) -> tuple[str, str]:
+    """The dataset kind of a file from its facts, and the reason, in words.
+
+    Labels within ``[-1, 1]`` are CH-SIMS's scale; otherwise (``[-3, 3]``) a file of at least
+    :data:`MOSEI_MIN_CLIPS` clips is CMU-MOSEI-like, a smaller one CMU-MOSI-like.
+
+    Example:
+        >>> [decide_dataset(bound, clips)[0] for bound, clips in ((1.0, 2281), (3.0, 22856),
+        ...                                                       (3.0, 2199))]
+        ['sims', 'mosei', 'mosi']
+    """
+    if label_bound <= 1.0:
+        return "sims", f"every label lies in [-1, 1] (largest |y| {label_bound:g})"
+    size = "at least" if clips >= MOSEI_MIN_CLIPS else "fewer than"
+    return ("mosei" if clips >= MOSEI_MIN_CLIPS else "mosi",
+            f"labels up to |y| = {label_bound:g} and {clips} clips ({size} {MOSEI_MIN_CLIPS})")
 
 
 def _add_what_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +58,7 @@ def _add_what_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the kind of data, which decides the coarse bins, the metrics and "
                              "the label range: 'auto' decides from the file (every label in "
                              "[-1, 1]: sims; else at least "
-                             f"{configs.MOSEI_MIN_CLIPS} clips: mosei; else mosi) and logs its "
+                             f"{MOSEI_MIN_CLIPS} clips: mosei; else mosi) and logs its "
                              "choice (default: the preset's; 'auto' for --config text)")
     parser.add_argument("--data", type=Path, default=None,
                         help="MMSA feature pickle (synthetic without --data: generated into "
@@ -262,7 +290,7 @@ def load_range(args: argparse.Namespace) -> tuple[float, float]:
     """The label range the file is checked against when it is loaded: the ``--dataset``'s, the
     widest (``[-3, 3]``) when the dataset is decided from the data, else the preset's."""
     dataset = args.dataset or configs.get_config(args.config).dataset
-    return configs.DATASET_RANGES.get(dataset, (-3.0, 3.0))
+    return DATASET_RANGES.get(dataset, (-3.0, 3.0))
 
 
 def _decide_dataset(config: configs.ExperimentConfig, args: argparse.Namespace,
@@ -272,13 +300,13 @@ def _decide_dataset(config: configs.ExperimentConfig, args: argparse.Namespace,
     if wanted == "auto":
         if facts.label_bound is None:
             raise ValueError("--dataset auto needs the data's label_bound (data.facts_of)")
-        wanted, why = configs.decide_dataset(facts.label_bound, facts.clips)
+        wanted, why = decide_dataset(facts.label_bound, facts.clips)
         unimodal = (f"; unimodal labels {'/'.join(facts.unimodal_labels)}"
                     if facts.unimodal_labels else "")
         log(f"dataset: {wanted} (bins and metrics), decided from the data: {why}{unimodal}; "
             "--dataset mosi|mosei|sims overrides it")
     config.dataset = wanted
-    config.label_range = configs.DATASET_RANGES[wanted]
+    config.label_range = DATASET_RANGES[wanted]
 
 
 def _switch_cl(config: configs.ExperimentConfig, args: argparse.Namespace,

@@ -30,9 +30,7 @@ __all__ = [
     "RunConfig",
     "StageConfig",
     "TrainConfig",
-    "DATASET_RANGES",
     "config_names",
-    "decide_dataset",
     "fingerprint",
     "fingerprint_differences",
     "freeze",
@@ -344,7 +342,7 @@ def _mosi_text() -> ExperimentConfig:
 def _text() -> ExperimentConfig:
     # Any MMSA-style text-only file (CMU-MOSI, CMU-MOSEI, CH-SIMS or one of that kind): the
     # mosi_text model and schedule; the dataset (bins, metrics, label range) is decided from
-    # the data by dmmsa.cli.resolve_config (decide_dataset), or given with --dataset.
+    # the data by dmmsa.cli.resolve_config (cli.decide_dataset), or given with --dataset.
     config = _mosi_text()
     config.name = "text"
     config.dataset = "auto"
@@ -353,33 +351,6 @@ def _text() -> ExperimentConfig:
 
 _PRESETS = {"sims": _sims, "mosi": _mosi, "mosei": _mosei, "synthetic": _synthetic,
             "mosi400": _mosi400, "mosi_text": _mosi_text, "text": _text}
-
-#: The sentiment interval of each dataset kind (paper section 3.1).
-DATASET_RANGES: dict[str, tuple[float, float]] = {
-    "sims": (-1.0, 1.0), "mosi": (-3.0, 3.0), "mosei": (-3.0, 3.0)}
-
-#: A file with at least this many clips and labels beyond [-1, 1] is taken for CMU-MOSEI
-#: (22,856 clips) rather than CMU-MOSI (2,199).
-MOSEI_MIN_CLIPS = 10_000
-
-
-def decide_dataset(label_bound: float, clips: int) -> tuple[str, str]:
-    """The dataset kind of a file from its facts, and the reason, in words.
-
-    Labels within ``[-1, 1]`` are CH-SIMS's scale; otherwise (``[-3, 3]``) a file of at least
-    :data:`MOSEI_MIN_CLIPS` clips is CMU-MOSEI-like, a smaller one CMU-MOSI-like.
-
-    Example:
-        >>> [decide_dataset(bound, clips)[0] for bound, clips in ((1.0, 2281), (3.0, 22856),
-        ...                                                       (3.0, 2199))]
-        ['sims', 'mosei', 'mosi']
-    """
-    if label_bound <= 1.0:
-        return "sims", f"every label lies in [-1, 1] (largest |y| {label_bound:g})"
-    size = "at least" if clips >= MOSEI_MIN_CLIPS else "fewer than"
-    return ("mosei" if clips >= MOSEI_MIN_CLIPS else "mosi",
-            f"labels up to |y| = {label_bound:g} and {clips} clips ({size} {MOSEI_MIN_CLIPS})")
-
 
 def config_names() -> list[str]:
     """The names :func:`get_config` accepts."""
