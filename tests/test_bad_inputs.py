@@ -1291,7 +1291,8 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
                                     n_test=8)
     Workspace(folder, tiny, folder).main(argv=Workspace(folder, tiny, folder).argv()[:2]
                                          + ["--out", str(folder / "finished"),
-                                            *Workspace(folder, tiny, folder).argv()[4:]])
+                                            *Workspace(folder, tiny, folder).argv()[4:],
+                                            "--keep-checkpoint"])  # the resume rows need it
     return tiny, folder / "finished"
 
 

@@ -40,8 +40,9 @@ def test_the_resolved_configuration_is_frozen_and_the_preset_untouched() -> None
 
 
 def test_the_data_facts_set_the_widths_modalities_and_switch_cl_off() -> None:
-    with pytest.warns(UserWarning, match="contrastive task"):
-        config = cli.resolve_config(cli.parse_args([]), TEXT_ONLY, "d.pkl")
+    said: list[str] = []
+    config = cli.resolve_config(cli.parse_args([]), TEXT_ONLY, "d.pkl", log=said.append)
+    assert len(said) == 1 and "contrastive task (CL) is switched off" in said[0]
     assert config.experiment.model.modalities == ("T",)
     assert config.experiment.model.text_dim == 32
     assert not config.experiment.train.objective.cl
@@ -55,6 +56,8 @@ def test_the_data_facts_set_the_widths_modalities_and_switch_cl_off() -> None:
     ["--cl-temperature", "0.25"], ["--cl-form", "out"], ["--weight-scale", "num_tasks"],
     ["--no-msc"], ["--no-gdwg"], ["--epochs", "3"], ["--lr", "0.1"], ["--dropout", "0.2"],
     ["--pretrain-epochs", "2"], ["--modalities", "TA"], ["--objective", "baseline"],
+    ["--cl-detach-anchor"], ["--cl-warmup", "3"], ["--cl-label-positives"],
+    ["--weighting", "uncertainty"], ["--weighting", "equal"],
     ["--stage", "fusion"], ["--limit-batches", "2"], ["--text-model", "some/bert"],
 ])
 def test_every_training_argument_changes_the_fingerprint(argv: list[str]) -> None:
@@ -64,6 +67,8 @@ def test_every_training_argument_changes_the_fingerprint(argv: list[str]) -> Non
 
 
 @pytest.mark.parametrize("argv", [["--seeds", "1", "2"], ["--save-every", "5"],
+                                  ["--keep-checkpoint"], ["--weighting", "gdwg"],
+                                  ["--cl-warmup", "0"],
                                   ["--threads", "2"], ["--resume"], ["--out", "elsewhere"]])
 def test_how_a_run_is_executed_leaves_the_fingerprint_alone(argv: list[str]) -> None:
     before = configs.fingerprint(cli.resolve_config(cli.parse_args([]), FULL, "d.pkl"))

@@ -74,3 +74,33 @@ def test_mean_std_is_the_sample_std_and_zero_for_one_value() -> None:
     values = [0.3, 0.9, 0.4]
     assert reporting.mean_std(values) == pytest.approx((np.mean(values), np.std(values, ddof=1)))
     assert reporting.mean_std([0.5]) == (0.5, 0.0)
+
+
+def test_results_md_of_one_seed_shows_no_spread_and_the_selected_epoch() -> None:
+    summary = {**SUMMARY, "seeds": [1], "selected_epochs": [4]}
+    table = reporting.results_table("mosi", "DMMSA", "mosi", summary)
+    assert "±" not in table and "1 seed [1], so no spread" in table
+    assert "| model | Acc-2 (has0/non0) |" in table and table.count("| selected epoch |") == 1
+    assert "| 0.7105 | 0.7935 | 4 |" in table  # ours: MAE, Corr, the selected epoch
+    assert "| paper: DMMSA | 83.97/85.70 | 83.92/85.70 |  | 45.39 | 0.710 | 0.793 |  |" in table
+    assert "Unimodal pre-training, best validation MAE (1 seed): T 1.2346" in table
+    several = reporting.results_table("mosi", "DMMSA", "mosi",
+                                      {**SUMMARY, "selected_epochs": [4, 2]})
+    assert "| 0.7105 ± 0.0123 | 0.7935 ± 0.0050 | 4, 2 |" in several
+
+
+def test_the_weights_plot_shows_the_weighted_tasks_only(tmp_path: Path) -> None:
+    def result(seed: int, weights: dict) -> dict:
+        return {"seed": seed, "phases": {"fusion": {"curve": {"val_MAE": [1.0, 0.9],
+                                                              "weights": weights}}}}
+
+    fixed = {"MSR": [1.0, 1.0], "MSC": [1.0, 1.0], "Uni": [1.0, 1.0]}
+    said: list[str] = []
+    (tmp_path / "task_weights.png").write_bytes(b"stale")
+    reporting.plot_curves([result(1, fixed)], tmp_path, log=said.append)
+    assert not (tmp_path / "task_weights.png").exists() and (tmp_path / "val_mae.png").exists()
+    assert said and "not drawn" in said[0]
+    moving = {**fixed, "Uni": [0.5, 0.4], "CL": [0.5, 0.6]}
+    assert reporting.weighted_tasks([{"weights": fixed}, {"weights": moving}]) == ["Uni", "CL"]
+    reporting.plot_curves([result(1, moving)], tmp_path, log=said.append)
+    assert (tmp_path / "task_weights.png").read_bytes()[:4] == b"\x89PNG"

@@ -75,8 +75,9 @@ def test_both_stages_write_every_output(tiny_data: Path, tmp_path: Path) -> None
         assert (out / name).read_bytes()[:8] == PNG_MAGIC, name
     for seed in (0, 1):
         seed_dir = out / f"seed{seed}"
-        for name in ("checkpoint.pt", "pretrained.pt", "model_best.pt", "result.json"):
+        for name in ("pretrained.pt", "model_best.pt", "result.json"):
             assert (seed_dir / name).is_file(), f"seed{seed}/{name}"
+        assert not (seed_dir / "checkpoint.pt").exists()  # a finished seed needs none
         for phase in ("pretrain_T", "pretrain_A", "pretrain_V"):
             rows = read_csv(seed_dir / f"{phase}.csv")
             assert [row["epoch"] for row in rows] == ["1"]
@@ -261,8 +262,8 @@ def test_a_local_bert_folder_reads_the_token_ids(tiny_data: Path, tmp_path: Path
     assert_finite_metrics(results(out)["per_seed"][0]["test"])
 
 
-def test_a_text_only_file_trains_without_the_contrastive_task(tiny_data: Path,
-                                                              tmp_path: Path) -> None:
+def test_a_text_only_file_trains_without_the_contrastive_task(
+        tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     splits = pickle.loads(tiny_data.read_bytes())
     for split in splits.values():
         for key in ("audio", "audio_lengths", "vision", "vision_lengths"):
@@ -270,8 +271,12 @@ def test_a_text_only_file_trains_without_the_contrastive_task(tiny_data: Path,
     text_only = tmp_path / "text_only.pkl"
     text_only.write_bytes(pickle.dumps(splits))
     out = tmp_path / "run"
-    with pytest.warns(UserWarning, match="contrastive task"):
-        assert train.main(fast_args(text_only, out, "--limit-batches", "2")) == 0
+    assert train.main(fast_args(text_only, out, "--limit-batches", "2")) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("the contrastive task (CL) is switched off") == 1
+    # lambda_Uni alone is 1 at every epoch: nothing weighted, no weights plot
+    assert "task_weights.png: not drawn" in printed
+    assert not (out / "task_weights.png").exists() and (out / "val_mae.png").exists()
     assert sorted(results(out)["per_seed"][0]["phases"]) == ["fusion", "pretrain_T"]
     assert {key for key in read_csv(out / "seed1" / "fusion.csv")[0]
             if key.startswith("loss_")} == {"loss_MSR", "loss_MSC", "loss_Uni"}
@@ -292,3 +297,30 @@ def test_two_gloo_processes_evaluate_every_sample_once(tiny_data: Path, tmp_path
     assert float(rows[2]["weight_Uni"]) != 0.5  # GDWG moved after all-reducing two stages
     assert all(math.isclose(float(r["weight_Uni"]) + float(r["weight_CL"]), 1.0, abs_tol=1e-6)
                for r in rows)
+
+
+def test_a_finished_seed_drops_its_checkpoint_and_resumes_from_result_json(
+        tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    argv = fast_args(tiny_data, out, "--stage", "fusion", "--epochs", "1", "--limit-batches", "1")
+    assert train.main(argv) == 0
+    assert not (out / "seed1" / "checkpoint.pt").exists()
+    assert (out / "seed1" / "model_best.pt").is_file()
+    first = results(out)["per_seed"][0]
+    capsys.readouterr()
+    assert train.main([*argv, "--resume"]) == 0
+    assert "seed 1: finished earlier, reading" in capsys.readouterr().out
+    assert results(out)["per_seed"][0] == first
+    kept = tmp_path / "kept"
+    assert train.main(fast_args(tiny_data, kept, "--stage", "fusion", "--epochs", "1",
+                                "--limit-batches", "1", "--keep-checkpoint")) == 0
+    assert (kept / "seed1" / "checkpoint.pt").is_file()
+
+
+def test_config_json_holds_the_arguments_as_json_values(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert train.main(fast_args(tiny_data, out, "--stage", "fusion", "--epochs", "1",
+                                "--limit-batches", "1", "--seeds", "1")) == 0
+    saved = json.loads((out / "config.json").read_text())["args"]
+    assert saved["seeds"] == [1] and saved["epochs"] == 1 and saved["lr"] is None
+    assert saved["resume"] is False and saved["out"] == str(out) and saved["data"] == str(tiny_data)

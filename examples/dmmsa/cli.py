@@ -9,19 +9,57 @@ from __future__ import annotations
 
 import argparse
 import math
-import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from dmmsa import configs, data
 from mtobjectives import has_text_anchored_pair
 
-__all__ = ["data_path", "generates_synthetic", "parse_args", "resolve_config"]
+__all__ = ["DATASET_RANGES", "MOSEI_MIN_CLIPS", "data_path", "decide_dataset",
+           "generates_synthetic", "load_range", "parse_args", "resolve_config"]
+
+
+#: The sentiment interval of each dataset kind (paper section 3.1).
+DATASET_RANGES: dict[str, tuple[float, float]] = {
+    "sims": (-1.0, 1.0), "mosi": (-3.0, 3.0), "mosei": (-3.0, 3.0)}
+
+#: A file with at least this many clips and labels beyond [-1, 1] is taken for CMU-MOSEI
+#: (22,856 clips) rather than CMU-MOSI (2,199).
+MOSEI_MIN_CLIPS = 10_000
+
+
+def decide_dataset(label_bound: float, clips: int) -> tuple[str, str]:
+    """The dataset kind of a file from its facts, and the reason, in words.
+
+    Labels within ``[-1, 1]`` are CH-SIMS's scale; otherwise (``[-3, 3]``) a file of at least
+    :data:`MOSEI_MIN_CLIPS` clips is CMU-MOSEI-like, a smaller one CMU-MOSI-like.
+
+    Example:
+        >>> [decide_dataset(bound, clips)[0] for bound, clips in ((1.0, 2281), (3.0, 22856),
+        ...                                                       (3.0, 2199))]
+        ['sims', 'mosei', 'mosi']
+    """
+    if label_bound <= 1.0:
+        return "sims", f"every label lies in [-1, 1] (largest |y| {label_bound:g})"
+    size = "at least" if clips >= MOSEI_MIN_CLIPS else "fewer than"
+    return ("mosei" if clips >= MOSEI_MIN_CLIPS else "mosi",
+            f"labels up to |y| = {label_bound:g} and {clips} clips ({size} {MOSEI_MIN_CLIPS})")
 
 
 def _add_what_arguments(parser: argparse.ArgumentParser) -> None:
     """What is trained: preset, data, text encoder, modalities, stages."""
     parser.add_argument("--config", default="synthetic", choices=configs.config_names(),
-                        help="Table 6 preset, or the embedded synthetic default")
+                        help="Table 6 preset (sims, mosi, mosei), the real-data presets of "
+                             "docs/results.md (mosi400, mosi_text), 'text' (any MMSA-style "
+                             "text-only file: CMU-MOSI, CMU-MOSEI or CH-SIMS-like, the dataset "
+                             "decided from the data, see --dataset), or the embedded synthetic "
+                             "default")
+    parser.add_argument("--dataset", default=None, choices=("auto", "mosi", "mosei", "sims"),
+                        help="the kind of data, which decides the coarse bins, the metrics and "
+                             "the label range: 'auto' decides from the file (every label in "
+                             "[-1, 1]: sims; else at least "
+                             f"{MOSEI_MIN_CLIPS} clips: mosei; else mosi) and logs its "
+                             "choice (default: the preset's; 'auto' for --config text)")
     parser.add_argument("--data", type=Path, default=None,
                         help="MMSA feature pickle (synthetic without --data: generated into "
                              "OUT/data/synthetic.pkl if absent)")
@@ -46,7 +84,26 @@ def _add_objective_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-msc", action="store_true", help="ablation: drop L_MSC")
     parser.add_argument("--no-cl", action="store_true", help="ablation: drop L_CL")
     parser.add_argument("--no-gdwg", action="store_true",
-                        help="ablation: fixed equal weights for Uni and CL")
+                        help="ablation: fixed equal weights for Uni and CL (= --weighting equal)")
+    parser.add_argument("--weighting", default=None, choices=("gdwg", "equal", "uncertainty"),
+                        help="weights of Uni and CL: GDWG (the paper), fixed equal weights "
+                             "(Table 5's w/o GDWG), or homoscedastic uncertainty weighting "
+                             "(Kendall et al., 2018: learned log-variances s_k, exp(-s_k) L_k + "
+                             "s_k, trained at the fusion head lr without weight decay) "
+                             "(default: the config's, gdwg)")
+    parser.add_argument("--cl-detach-anchor", action="store_true",
+                        help="stop the gradient of L_CL at its anchor T_s: only the positives "
+                             "and negatives move (needs A or V: on text-only data it changes "
+                             "nothing)")
+    parser.add_argument("--cl-warmup", type=int, default=None, metavar="K",
+                        help="ramp lambda_CL linearly from 0 over the first K GDWG stages "
+                             "(epochs): factor (t-1)/K in stage t <= K, then 1; 0: off "
+                             "(default: the config's, 0)")
+    parser.add_argument("--cl-label-positives", action="store_true",
+                        help="label-aware positives: the other clips of the batch in the "
+                             "anchor's coarse (MSC) class are positives of its T_s too, added to "
+                             "the text-anchored term. Needs only T_s: on text-only data CL stays "
+                             "on with this term alone")
     parser.add_argument("--cl-temperature", type=float, default=None,
                         help="temperature of the Multi NT-Xent loss (default: the config's, 0.5)")
     parser.add_argument("--cl-form", default=None, choices=("in", "out"),
@@ -79,6 +136,11 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/dmmsa"))
     parser.add_argument("--resume", action="store_true",
                         help="continue from OUT/seed*/checkpoint.pt (finished seeds are kept)")
+    parser.add_argument("--keep-checkpoint", action="store_true",
+                        help="keep OUT/seed*/checkpoint.pt after the seed has finished (by "
+                             "default it is deleted then: the seed's result.json, "
+                             "pretrained.pt and model_best.pt stay, and --resume reads a "
+                             "finished seed back from result.json)")
     parser.add_argument("--save-every", type=int, default=1000,
                         help="also checkpoint every N optimiser steps (0: epoch ends only)")
     parser.add_argument("--num-workers", type=int, default=0)
@@ -96,12 +158,29 @@ def _check_objective(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         parser.error("--text-model needs --text-source bert")
     if args.objective == "baseline" and (args.no_msc or args.no_cl or args.no_gdwg):
         parser.error("--no-msc/--no-cl/--no-gdwg are ablations of --objective dmmsa")
+    cl_options = [flag for flag, value in (("--cl-detach-anchor", args.cl_detach_anchor or None),
+                                           ("--cl-warmup", args.cl_warmup),
+                                           ("--cl-label-positives",
+                                            args.cl_label_positives or None))
+                  if value is not None]
     knobs = [flag for flag, value in (("--cl-temperature", args.cl_temperature),
                                       ("--cl-form", args.cl_form),
-                                      ("--weight-scale", args.weight_scale)) if value is not None]
-    if args.objective == "baseline" and knobs:
-        parser.error(f"{'/'.join(knobs)} set the DMMSA objective; --objective baseline has no "
-                     "contrastive task and fixed weights")
+                                      ("--weight-scale", args.weight_scale),
+                                      ("--weighting", args.weighting)) if value is not None]
+    if args.objective == "baseline" and knobs + cl_options:
+        parser.error(f"{'/'.join(knobs + cl_options)} set the DMMSA objective; --objective "
+                     "baseline has no contrastive task and fixed weights")
+    if args.no_cl and cl_options:
+        parser.error(f"{'/'.join(cl_options)} change the contrastive task, which --no-cl drops; "
+                     "use one or the other")
+    if args.no_gdwg and args.weighting not in (None, "equal"):
+        parser.error(f"--no-gdwg is --weighting equal; it contradicts --weighting "
+                     f"{args.weighting}")
+    if args.cl_warmup is not None and args.cl_warmup < 0:
+        parser.error(f"--cl-warmup must be an int >= 0 (stages; 0: off), got {args.cl_warmup}")
+    if args.dataset not in (None, "auto") and args.config == "synthetic":
+        parser.error(f"--dataset {args.dataset}: the synthetic data is MOSI-like; --dataset "
+                     "is for real data (--config text, or another preset)")
     if args.generate_synthetic and args.config != "synthetic":
         parser.error("--generate-synthetic writes the synthetic data; it needs --config "
                      f"synthetic, got --config {args.config}")
@@ -197,41 +276,87 @@ def _apply_arguments(config: configs.ExperimentConfig, args: argparse.Namespace)
     if args.no_gdwg:
         objective.weighting = "equal"
     for name, value in (("temperature", args.cl_temperature), ("form", args.cl_form),
-                        ("scale", args.weight_scale)):
+                        ("scale", args.weight_scale), ("weighting", args.weighting),
+                        ("cl_warmup", args.cl_warmup)):
         if value is not None:
             setattr(objective, name, value)
+    objective.detach_anchor = objective.detach_anchor or args.cl_detach_anchor
+    objective.label_positives = objective.label_positives or args.cl_label_positives
     if args.seeds is not None:
         config.train.seeds = tuple(args.seeds)
 
 
+def load_range(args: argparse.Namespace) -> tuple[float, float]:
+    """The label range the file is checked against when it is loaded: the ``--dataset``'s, the
+    widest (``[-3, 3]``) when the dataset is decided from the data, else the preset's."""
+    dataset = args.dataset or configs.get_config(args.config).dataset
+    return DATASET_RANGES.get(dataset, (-3.0, 3.0))
+
+
+def _decide_dataset(config: configs.ExperimentConfig, args: argparse.Namespace,
+                    facts: data.DataFacts, log: Callable[[str], None]) -> None:
+    """``--dataset`` (or the preset's ``"auto"``): the dataset kind, in place; logs a decision."""
+    wanted = args.dataset or config.dataset
+    if wanted == "auto":
+        if facts.label_bound is None:
+            raise ValueError("--dataset auto needs the data's label_bound (data.facts_of)")
+        wanted, why = decide_dataset(facts.label_bound, facts.clips)
+        unimodal = (f"; unimodal labels {'/'.join(facts.unimodal_labels)}"
+                    if facts.unimodal_labels else "")
+        log(f"dataset: {wanted} (bins and metrics), decided from the data: {why}{unimodal}; "
+            "--dataset mosi|mosei|sims overrides it")
+    config.dataset = wanted
+    config.label_range = DATASET_RANGES[wanted]
+
+
+def _switch_cl(config: configs.ExperimentConfig, args: argparse.Namespace,
+               log: Callable[[str], None]) -> None:
+    """CL off where the modalities give it nothing to contrast (logged once, for a fusion)."""
+    objective, modalities = config.train.objective, config.model.modalities
+    if not objective.cl or has_text_anchored_pair([f"{m}_s" for m in modalities]):
+        return
+    applies = args.stage != "pretrain" and args.objective == "dmmsa"
+    if objective.label_positives and "T" in modalities:
+        if applies:
+            log(f"modalities {''.join(modalities)}: no text-anchored positive pair; the "
+                "contrastive task (CL) keeps only its label-aware term (--cl-label-positives)")
+        return
+    if applies:
+        log(f"modalities {''.join(modalities)}: no text-anchored positive pair, so the "
+            "contrastive task (CL) is switched off")
+    objective.cl = False
+
+
 def resolve_config(args: argparse.Namespace, facts: data.DataFacts,
-                   path: Path | None = None) -> configs.RunConfig:
+                   path: Path | None = None,
+                   log: Callable[[str], None] | None = print) -> configs.RunConfig:
     """The run's final configuration, frozen: the preset, the arguments, the data's facts.
 
     The model reads the file's feature widths and keeps only the modalities the file has; the
-    contrastive task is switched off (with a warning) when they hold no text-anchored positive
-    pair (Eq. 11 needs ``T`` and ``A`` or ``V``).
+    contrastive task is switched off (logged once, when a fusion stage is trained) when they
+    hold no text-anchored positive pair (Eq. 11 needs ``T`` and ``A`` or ``V``), unless
+    ``--cl-label-positives`` gives it a term that needs ``T`` alone. The dataset kind (bins,
+    metrics) is ``--dataset``'s, the preset's, or decided from the data (``"auto"``, logged).
 
     Args:
         args: from :func:`parse_args`.
         facts: ``data.facts_of`` of the loaded file.
         path: the feature file (default: :func:`data_path`).
+        log: where the decisions are written (``None``: nowhere, e.g. on ranks other than 0).
     """
+    say = log if log is not None else (lambda message: None)
     config = configs.get_config(args.config)
     _apply_arguments(config, args)
     if config.train.selection_metric != "MAE":
         raise ValueError("this script selects on the validation MAE (lower is better); got "
                          f"selection_metric={config.train.selection_metric!r}")
+    _decide_dataset(config, args, facts, say)
     dims = facts.feature_dims
     text_dim = dims["T"] if config.model.text_source == "features" else None
     config = configs.with_input_dims(config, text=text_dim, audio=dims["A"], vision=dims["V"],
                                      available=facts.modalities)
-    modalities = config.model.modalities
-    if config.train.objective.cl and not has_text_anchored_pair([f"{m}_s" for m in modalities]):
-        warnings.warn(f"modalities {''.join(modalities)}: no text-anchored positive pair, so "
-                      "the contrastive task (CL) is switched off", stacklevel=2)
-        config.train.objective.cl = False
-    phases = [f"pretrain_{m}" for m in modalities] if args.stage != "fusion" else []
+    _switch_cl(config, args, say)
+    phases = [f"pretrain_{m}" for m in config.model.modalities] if args.stage != "fusion" else []
     phases += ["fusion"] if args.stage != "pretrain" else []
     return configs.freeze(configs.RunConfig(
         experiment=config, data=str(path if path is not None else data_path(args)),

@@ -129,7 +129,17 @@ class StageConfig(_Freezable):
 
 @dataclass
 class ObjectiveConfig(_Freezable):
-    """Switches of ``mt.MultiTaskObjective.dmmsa`` (Eq. 5) for the fusion stage."""
+    """Switches of ``mt.MultiTaskObjective.dmmsa`` (Eq. 5) for the fusion stage.
+
+    The defaults are the paper's objective; ``detach_anchor``, ``cl_warmup`` and
+    ``label_positives`` are the contrastive options of the objective study (off by default),
+    ``weighting`` may also be ``"equal"`` (Table 5's "w/o GDWG") or ``"uncertainty"``
+    (Kendall et al., 2018).
+
+    Attributes:
+        cl_warmup: λ_CL is ramped linearly from 0 over the first ``cl_warmup`` GDWG stages
+            (``mt.WarmupSchedule(cl_warmup, mode="linear")``); 0: no warm-up.
+    """
 
     temperature: float = 0.5
     form: str = "in"
@@ -140,6 +150,9 @@ class ObjectiveConfig(_Freezable):
     weighting: str = "gdwg"
     weighting_temperature: float = 2.0
     scale: str = "sum_one"
+    detach_anchor: bool = False
+    cl_warmup: int = 0
+    label_positives: bool = False
 
 
 @dataclass
@@ -173,7 +186,8 @@ class ExperimentConfig(_Freezable):
     Attributes:
         name: the preset's name.
         dataset: ``"sims"``, ``"mosi"`` or ``"mosei"``: selects the coarse bins
-            (``CoarseGrainedBinning.preset``) and the metrics (``msa_metrics``).
+            (``CoarseGrainedBinning.preset``) and the metrics (``msa_metrics``); ``"auto"``
+            (the ``text`` preset): decided from the data by ``dmmsa.cli.resolve_config``.
         label_range: the sentiment interval ``[-R, R]`` (paper section 3.1).
         model: the architecture.
         train: the two stages.
@@ -325,9 +339,18 @@ def _mosi_text() -> ExperimentConfig:
     return config
 
 
-_PRESETS = {"sims": _sims, "mosi": _mosi, "mosei": _mosei, "synthetic": _synthetic,
-            "mosi400": _mosi400, "mosi_text": _mosi_text}
+def _text() -> ExperimentConfig:
+    # Any MMSA-style text-only file (CMU-MOSI, CMU-MOSEI, CH-SIMS or one of that kind): the
+    # mosi_text model and schedule; the dataset (bins, metrics, label range) is decided from
+    # the data by dmmsa.cli.resolve_config (cli.decide_dataset), or given with --dataset.
+    config = _mosi_text()
+    config.name = "text"
+    config.dataset = "auto"
+    return config
 
+
+_PRESETS = {"sims": _sims, "mosi": _mosi, "mosei": _mosei, "synthetic": _synthetic,
+            "mosi400": _mosi400, "mosi_text": _mosi_text, "text": _text}
 
 def config_names() -> list[str]:
     """The names :func:`get_config` accepts."""

@@ -502,11 +502,16 @@ class DataFacts:
         modalities: the modalities present, in the order ``"T", "A", "V"``.
         unimodal_labels: the unimodal labels the file has (``("T", "A", "V")`` for CH-SIMS,
             ``()`` for MOSI and MOSEI).
+        label_bound: the largest ``|y|`` of the multimodal labels over every split (``None``:
+            not measured); CH-SIMS's lie in ``[-1, 1]``, MOSI's and MOSEI's in ``[-3, 3]``.
+        clips: the number of clips over every split (0: not counted).
     """
 
     feature_dims: dict[str, int | None]
     modalities: tuple[str, ...]
     unimodal_labels: tuple[str, ...]
+    label_bound: float | None = None
+    clips: int = 0
 
 
 def facts_of(splits: Mapping[str, MMSASplit]) -> DataFacts:
@@ -519,9 +524,12 @@ def facts_of(splits: Mapping[str, MMSASplit]) -> DataFacts:
         ...                   vision_lengths=None, labels={"M": np.zeros(1, np.float32)})
         >>> facts_of({"train": split})
         DataFacts(feature_dims={'T': 8, 'A': None, 'V': None}, modalities=('T',), \
-unimodal_labels=())
+unimodal_labels=(), label_bound=0.0, clips=1)
     """
     train = splits["train"] if "train" in splits else next(iter(splits.values()))
     unimodal = tuple(m for m in ("T", "A", "V") if m in train.labels)
-    return DataFacts(train.feature_dims, train.modalities, unimodal)
+    bound = max((float(np.abs(split.labels["M"]).max()) for split in splits.values()
+                 if len(split.labels["M"])), default=0.0)
+    clips = sum(len(split.labels["M"]) for split in splits.values())
+    return DataFacts(train.feature_dims, train.modalities, unimodal, bound, clips)
 

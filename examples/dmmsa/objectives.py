@@ -40,15 +40,23 @@ def fusion_objective(config: configs.RunConfig,
     spec = config.experiment.train.objective
     if config.objective == "baseline":
         return baseline_objective(spec.beta)
+    schedules = ({"CL": mt.WarmupSchedule(spec.cl_warmup, mode="linear")}
+                 if spec.cl and spec.cl_warmup > 0 else None)
     return mt.MultiTaskObjective.dmmsa(
         binning=binning, temperature=spec.temperature, form=spec.form, beta=spec.beta,
         msc=spec.msc, uni=spec.uni, cl=spec.cl, weighting=spec.weighting,
         weighting_temperature=spec.weighting_temperature, scale=spec.scale,
+        detach_anchor=spec.detach_anchor, label_positives=spec.label_positives,
+        schedules=schedules,
     )
 
 
 def run_name(config: configs.RunConfig) -> str:
-    """What was trained, in words: ``"DMMSA w/o CL (CL temperature 0.25)"``, ``"baseline ..."``."""
+    """What was trained, in words: ``"DMMSA w/o CL (CL temperature 0.25)"``, ``"baseline ..."``.
+
+    Every option that differs from the paper's objective is named (ablations first, then the
+    changed settings in parentheses), so that two runs with other objectives never share a name.
+    """
     if config.objective == "baseline":
         return "baseline (SmoothL1 fused + unimodal, fixed weights)"
     spec = config.experiment.train.objective
@@ -59,5 +67,12 @@ def run_name(config: configs.RunConfig) -> str:
         ("CL temperature", spec.temperature, default.temperature),
         ("CL form", spec.form, default.form), ("weight scale", spec.scale, default.scale),
     ) if value != default_value]
+    if spec.weighting not in ("gdwg", "equal"):
+        changed.append(f"{spec.weighting} weighting")
+    if spec.cl:  # the contrastive options change nothing without CL
+        changed += [text for on, text in (
+            (spec.detach_anchor, "CL anchor detached"),
+            (spec.cl_warmup > 0, f"CL warm-up {spec.cl_warmup}"),
+            (spec.label_positives, "CL label positives")) if on]
     return ("DMMSA" + (" " + ", ".join(ablations) if ablations else "")
             + (f" ({', '.join(changed)})" if changed else ""))

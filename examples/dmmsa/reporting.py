@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ __all__ = [
     "plot_curves",
     "results_table",
     "summarize",
+    "weighted_tasks",
     "write_csv",
     "write_json",
 ]
@@ -88,7 +89,7 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def format_cell(values: Mapping[str, tuple[float, float]], keys: Sequence[str],
-                decimals: int = 4) -> str:
+                decimals: int = 4, spread: bool = True) -> str:
     """``mean ± std`` of each metric of ``keys``, joined by ``" / "``.
 
     Args:
@@ -96,6 +97,8 @@ def format_cell(values: Mapping[str, tuple[float, float]], keys: Sequence[str],
         keys: the metrics of the cell (e.g. ``("Has0_acc_2", "Non0_acc_2")``).
         decimals: decimals of MAE and Corr; accuracies and F1 are shown × 100 with
             ``decimals - 2``.
+        spread: show ``± std`` (``False``: the mean alone, for a single seed, whose std of 0
+            would read as a measured spread).
 
     Example:
         >>> format_cell({"MAE": (0.71, 0.0123), "Mult_acc_7": (0.4539, 0.01)},
@@ -103,14 +106,15 @@ def format_cell(values: Mapping[str, tuple[float, float]], keys: Sequence[str],
         '45.39 ± 1.00 / 0.7100 ± 0.0123'
         >>> format_cell({"MAE": (0.71, 0.0123)}, ("MAE",), decimals=3)
         '0.710 ± 0.012'
+        >>> format_cell({"MAE": (0.71, 0.0)}, ("MAE",), spread=False)
+        '0.7100'
     """
     cells = []
     for key in keys:
         mean, std = values[key]
-        if key in _AS_IS:
-            cells.append(f"{mean:.{decimals}f} ± {std:.{decimals}f}")
-        else:
-            cells.append(f"{100 * mean:.{decimals - 2}f} ± {100 * std:.{decimals - 2}f}")
+        scale, places = (1, decimals) if key in _AS_IS else (100, decimals - 2)
+        cell = f"{scale * mean:.{places}f}"
+        cells.append(f"{cell} ± {scale * std:.{places}f}" if spread else cell)
     return " / ".join(cells)
 
 
@@ -130,31 +134,42 @@ def _pairs(summary: Mapping[str, Mapping[str, float]]) -> dict[str, tuple[float,
 def results_table(title: str, name: str, metric_set: str, summary: Mapping[str, Any]) -> str:
     """Markdown: our test metrics (mean ± std over seeds) beside the paper's (Tables 2, 3, 5).
 
+    With one seed the cells show the value alone (no ``± 0``). When ``summary`` holds
+    ``"selected_epochs"`` (each seed's epoch of lowest validation MAE), a column shows them.
+
     Args:
         title: the preset's name (``config.name``), also the key of :data:`PAPER`.
         name: what was trained (``dmmsa.objectives.run_name``).
         metric_set: ``"mosi"``, ``"mosei"`` or ``"sims"`` (the columns).
-        summary: ``{"seeds", "test", "test_constrained", "pretrain"}`` of ``results.json``.
+        summary: ``{"seeds", "test", "test_constrained", "pretrain"[, "selected_epochs"]}`` of
+            ``results.json``.
     """
     lines = [f"# DMMSA reference system: {title}", ""]
+    n = len(summary.get("seeds", ()))
+    spread = n != 1
+    over = f"mean ± std over {n} seed(s) {summary['seeds']}" if spread else (
+        f"1 seed {summary['seeds']}, so no spread")
     if summary.get("test"):
-        n = len(summary["seeds"])
-        lines += [f"Test metrics of the model with the lowest validation MAE, mean ± std over "
-                  f"{n} seed(s) {summary['seeds']} (accuracies and F1 × 100).", ""]
+        lines += [f"Test metrics of the model with the lowest validation MAE, {over} "
+                  "(accuracies and F1 × 100).", ""]
         columns = COLUMNS[metric_set]
-        lines.append("| model | " + " | ".join(header for header, _ in columns) + " |")
-        lines.append("|---" * (len(columns) + 1) + "|")
+        epochs = summary.get("selected_epochs")
+        headers = [header for header, _ in columns] + (["selected epoch"] if epochs else [])
+        lines.append("| model | " + " | ".join(headers) + " |")
+        lines.append("|---" * (len(headers) + 1) + "|")
         rows = [(f"ours: {name}", summary["test"])]
         if summary.get("test_constrained"):
             rows.append((f"ours: {name} + restricted scope (Fig. 6)",
                          summary["test_constrained"]))
+        extra = [", ".join(map(str, epochs))] if epochs else []
         for label, metrics in rows:
-            lines.append(f"| {label} | " + " | ".join(format_cell(_pairs(metrics), keys)
-                                                      for _, keys in columns) + " |")
+            lines.append(f"| {label} | " + " | ".join(
+                [format_cell(_pairs(metrics), keys, spread=spread) for _, keys in columns]
+                + extra) + " |")
         if title in PAPER:
             for label, values in PAPER[title].items():
                 cells = ["/".join(values[k] for k in keys) if all(k in values for k in keys)
-                         else "" for _, keys in columns]
+                         else "" for _, keys in columns] + ([""] if epochs else [])
                 lines.append(f"| paper: {label} | " + " | ".join(cells) + " |")
             lines += ["", "Paper: Tables 2, 3 and 5 (mean of 5 seeds on the paper's feature "
                       "files); its ConFEDE row is the paper's re-run of ConFEDE."]
@@ -162,14 +177,36 @@ def results_table(title: str, name: str, metric_set: str, summary: Mapping[str, 
         lines.append("No fusion stage in this run (--stage pretrain): no test metrics.")
     pre = {phase: s for phase, s in summary.get("pretrain", {}).items() if s}
     if pre:
-        lines += ["", "Unimodal pre-training, best validation MAE (mean ± std): " + ", ".join(
-            f"{phase[-1]} {format_cell(_pairs(s), ('MAE',))}" for phase, s in pre.items())]
+        lines += ["", f"Unimodal pre-training, best validation MAE "
+                      f"({'mean ± std' if spread else '1 seed'}): " + ", ".join(
+            f"{phase[-1]} {format_cell(_pairs(s), ('MAE',), spread=spread)}"
+            for phase, s in pre.items())]
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(results: Sequence[Mapping[str, Any]], out: Path) -> None:
+def weighted_tasks(curves: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The tasks whose weight is not 1 at some epoch of some seed's curve (the tasks a
+    weighting or a schedule actually weighs), in the curves' order.
+
+    Example:
+        >>> weighted_tasks([{"weights": {"MSR": [1.0, 1.0], "Uni": [1.0, 1.0]}},
+        ...                 {"weights": {"MSR": [1.0, 1.0], "Uni": [1.0, 0.8]}}])
+        ['Uni']
+    """
+    names: list[str] = []
+    for curve in curves:
+        names += [task for task, weights in curve["weights"].items()
+                  if task not in names and any(w != 1.0 for w in weights)]
+    return names
+
+
+def plot_curves(results: Sequence[Mapping[str, Any]], out: Path, weighting: str = "GDWG",
+                log: Callable[[str], None] = print) -> None:
     """``out/val_mae.png`` (Fig. 4: validation MAE per fusion epoch, the lowest circled) and
-    ``out/task_weights.png`` (every task weight per epoch); nothing without a fusion phase."""
+    ``out/task_weights.png`` (the weight per epoch of every task that is weighted, i.e. whose
+    weight is not 1 throughout: :func:`weighted_tasks`; the title names them and
+    ``weighting``); nothing without a fusion phase. When every weight stays at 1 the weights
+    plot is not drawn (and a stale one is removed), and ``log`` says so."""
     fusion = [(r["seed"], r["phases"]["fusion"]["curve"]) for r in results
               if "fusion" in r.get("phases", {})]
     if not fusion:
@@ -195,13 +232,20 @@ def plot_curves(results: Sequence[Mapping[str, Any]], out: Path) -> None:
     fig.savefig(out / "val_mae.png", dpi=120)
     plt.close(fig)
 
+    tasks = weighted_tasks([curve for _, curve in fusion])
+    if not tasks:
+        (out / "task_weights.png").unlink(missing_ok=True)
+        log("task_weights.png: not drawn, every task weight is 1 at every epoch (no task is "
+            "weighted)")
+        return
     fig, ax = plt.subplots(figsize=(6, 4))
     for seed, curve in fusion:
-        for task, weights in curve["weights"].items():
+        for task in tasks:
+            weights = curve["weights"].get(task, [])
             ax.plot(np.arange(1, len(weights) + 1), weights, marker=".",
                     label=f"λ_{task} (seed {seed})")
     ax.set(xlabel="epoch", ylabel="task weight",
-           title="Task weights per epoch (GDWG: Uni and CL)")
+           title=f"Task weights per epoch ({weighting}: {' and '.join(tasks)})")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize="small")
     fig.tight_layout()

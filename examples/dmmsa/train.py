@@ -29,6 +29,8 @@ unimodal targets are those of the DMMSA ``Uni`` task (``y`` for the similarity f
 unimodal label ``y^m`` for the dissimilarity features when the file has it, else ``y``); no MSC,
 no contrastive loss, no GDWG. ``--no-msc``, ``--no-cl``, ``--no-gdwg`` are Table 5's ablations
 ("w/o GDWG": the weights of GDWG's first stage, ``lambda_Uni = lambda_CL = 1/2``, held fixed).
+``--cl-detach-anchor``, ``--cl-warmup K``, ``--cl-label-positives`` and ``--weighting
+uncertainty`` are the options of the objective study (``docs/results.md``), off by default.
 
 Outputs in ``--out``: ``config.json``; per seed ``seed<s>/pretrain_<m>.csv`` and
 ``seed<s>/fusion.csv`` (one row per epoch: lr, every task loss and weight, validation metrics),
@@ -36,7 +38,8 @@ Outputs in ``--out``: ``config.json``; per seed ``seed<s>/pretrain_<m>.csv`` and
 everything ``--resume`` needs), ``seed<s>/pretrained.pt`` (the model after pre-training),
 ``seed<s>/model_best.pt`` and ``seed<s>/result.json``; ``results.json`` (every seed, mean and
 std), ``results.md`` (our test metrics beside the paper's), ``val_mae.png`` (Fig. 4) and
-``task_weights.png`` (the GDWG weights per epoch).
+``task_weights.png`` (the weights of the weighted tasks per epoch). A seed's ``checkpoint.pt``
+is deleted when the seed has finished (``--keep-checkpoint`` keeps it).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import argparse
 import dataclasses
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -55,7 +59,7 @@ from dmmsa.evaluation import TrainingStopped
 from dmmsa.reporting import plot_curves, results_table, summarize, write_json
 from dmmsa.training import Run, run_seed
 
-__all__ = ["main", "record_config", "setup"]
+__all__ = ["main", "record_config", "report", "setup", "weighting_label"]
 
 
 def setup(args: argparse.Namespace) -> Run:
@@ -69,9 +73,9 @@ def setup(args: argparse.Namespace) -> Run:
             print(f"generating the synthetic dataset into {path}")
             synthetic.make_synthetic(path, seed=0)
         world.barrier()
-    label_range = configs.get_config(args.config).label_range
-    splits = data.load_mmsa(path, label_range=label_range)
-    config = cli.resolve_config(args, data.facts_of(splits), path)
+    splits = data.load_mmsa(path, label_range=cli.load_range(args))
+    config = cli.resolve_config(args, data.facts_of(splits), path,
+                                log=print if world.main else None)
     text_source = config.experiment.model.text_source
     datasets = {name: batching.MSADataset(split, text_source=text_source)
                 for name, split in splits.items()}
@@ -97,10 +101,28 @@ def record_config(run: Run) -> None:
     run.dist.barrier()  # every rank has checked before rank 0 writes
     if run.dist.main:
         run.args.out.mkdir(parents=True, exist_ok=True)
-        write_json({"args": {k: str(v) for k, v in vars(run.args).items()},
+        write_json({"args": {k: _as_json(v) for k, v in vars(run.args).items()},
                     "config": dataclasses.asdict(run.experiment),
                     "phases": list(run.config.phases), "world_size": run.dist.world,
                     "device": str(run.dist.device), "fingerprint": run.fingerprint}, path)
+
+
+def _as_json(value: Any) -> Any:
+    """An argument as a JSON value: paths as strings, tuples as lists, the rest as it is."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_as_json(item) for item in value]
+    return value
+
+
+def weighting_label(config: configs.RunConfig) -> str:
+    """The name of what sets the weights of the fusion's tasks, for the plot's title."""
+    if config.objective == "baseline":
+        return "fixed weights"
+    return {"gdwg": "GDWG", "equal": "fixed equal weights",
+            "uncertainty": "uncertainty weighting"}.get(
+        config.experiment.train.objective.weighting, config.experiment.train.objective.weighting)
 
 
 def report(run: Run, results: list[dict[str, Any]]) -> None:
@@ -110,6 +132,8 @@ def report(run: Run, results: list[dict[str, Any]]) -> None:
                                "test": summarize(results, "test"),
                                "test_constrained": summarize(results, "test_constrained"),
                                "pretrain": {}}
+    if "fusion" in run.config.phases:
+        summary["selected_epochs"] = [r["phases"]["fusion"]["best_epoch"] for r in results]
     for phase in run.config.phases:
         if phase.startswith("pretrain"):
             summary["pretrain"][phase] = summarize(
@@ -117,12 +141,13 @@ def report(run: Run, results: list[dict[str, Any]]) -> None:
     name = objectives.run_name(run.config)
     everything = {"run": name, "config": run.experiment.name, "metrics": run.metric_set,
                   "selection": "validation MAE, lower is better",
-                  "std": "sample standard deviation over seeds (ddof=1; 0 for one seed)",
+                  "std": "sample standard deviation over seeds (ddof=1; 0 for one seed, and "
+                         "results.md then shows none)",
                   "summary": summary, "per_seed": results}
     write_json(everything, out / "results.json")
     table = results_table(run.experiment.name, name, run.metric_set, summary)
     (out / "results.md").write_text(table)
-    plot_curves(results, out)
+    plot_curves(results, out, weighting=weighting_label(run.config), log=run.log)
     print(table, flush=True)
 
 

@@ -39,7 +39,8 @@ from dmmsa.evaluation import TrainingStopped, as_float, metrics_of
 from dmmsa.reporting import write_csv, write_json
 from mtobjectives.metrics import msa_metrics
 
-__all__ = ["Phase", "Run", "build_phase", "end_epoch", "gradient_norm", "linear_warmup",
+__all__ = ["Phase", "Run", "average_objective_gradients", "build_phase", "end_epoch",
+           "gradient_norm", "linear_warmup",
            "optimizer_for", "run_seed", "stop_on_non_finite", "train_phase", "train_step"]
 
 
@@ -180,6 +181,11 @@ def build_phase(run: Run, name: str, model: model_lib.DMMSAModel, seed: int) -> 
     text_encoder = (model.encoders["T"] if "T" in model.encoders
                     and experiment.model.text_source == "bert" else None)
     optimizer = optimizer_for(net, stage.lr, stage.weight_decay, stage.head_lr, text_encoder)
+    learned = [p for p in objective.parameters() if p.requires_grad]
+    if learned:  # e.g. UncertaintyWeighter's log-variances: the head lr, no weight decay
+        optimizer.add_param_group({"params": learned, "weight_decay": 0.0,
+                                   "lr": stage.head_lr if stage.head_lr is not None
+                                   else stage.lr})
     return Phase(name, net, trained, objective, label, stage, per_rank_batch, steps_per_epoch,
                  optimizer, linear_warmup(optimizer, warmup_steps, total_steps))
 
@@ -214,9 +220,32 @@ def stop_on_non_finite(values: dict[str, float], world: Dist, where: str, last_s
         )
 
 
-def gradient_norm(net: nn.Module, clip: float | None) -> float:
-    """The total 2-norm of ``net``'s gradients; they are clipped to ``clip`` when given."""
-    parameters = [p for p in net.parameters() if p.grad is not None]
+def average_objective_gradients(objective: nn.Module, world: Dist) -> None:
+    """Average the gradients of the objective's learned parameters over the processes.
+
+    DDP averages the model's gradients only; an objective with parameters of its own
+    (``mt.UncertaintyWeighter``'s log-variances) is outside it, so without this each rank
+    would step its own copy and the ranks' weights would drift apart. A collective call (every
+    rank, after ``backward()``); nothing with one process or an objective without parameters.
+    """
+    learned = [p for p in objective.parameters() if p.requires_grad]
+    if world.world == 1 or not learned:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in learned]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat /= world.world
+    offset = 0
+    for parameter, grad in zip(learned, grads):
+        parameter.grad = flat[offset:offset + grad.numel()].view_as(grad).clone()
+        offset += grad.numel()
+
+
+def gradient_norm(net: nn.Module, clip: float | None,
+                  extra: list[nn.Parameter] | None = None) -> float:
+    """The total 2-norm of the gradients of ``net`` (and of ``extra`` parameters, e.g. the
+    objective's); they are clipped to ``clip`` when given."""
+    parameters = [p for p in [*net.parameters(), *(extra or [])] if p.grad is not None]
     norm = nn.utils.get_total_norm([p.grad for p in parameters])
     if clip is not None:
         nn.utils.clip_grads_with_norm_(parameters, clip, norm)
@@ -235,17 +264,23 @@ def train_step(run: Run, phase: Phase, progress: Progress, batch: dict[str, Any]
     result = phase.objective(outputs, {key: value.float()
                                        for key, value in batch["labels"].items()})
     # one device-to-host copy per step for the check and the log
+    n_terms = len(result.terms)
     values = torch.stack([term.float() for term in result.terms.values()]
+                         + [weight.float().to(result.loss.device)
+                            for weight in result.weights.values()]
                          + [result.loss.detach().float()]).tolist()
-    losses = dict(zip(result.terms, values[:-1]))
-    if not math.isfinite(values[-1]) and all(map(math.isfinite, values[:-1])):
+    losses = dict(zip(result.terms, values[:n_terms]))
+    weights = dict(zip(result.weights, values[n_terms:-1]))
+    if not math.isfinite(values[-1]) and all(map(math.isfinite, values[:n_terms])):
         losses["(total)"] = values[-1]
     where = (f"step {progress.step + 1} (seed {seed}, {phase.name}, epoch {progress.epoch + 1}, "
              f"batch {progress.batch + 1})")
     stop_on_non_finite(losses, run.dist, where, last_saved)
     phase.optimizer.zero_grad(set_to_none=True)
     result.loss.backward()
-    norm = gradient_norm(phase.net, run.experiment.train.grad_clip)
+    average_objective_gradients(phase.objective, run.dist)
+    norm = gradient_norm(phase.net, run.experiment.train.grad_clip,
+                         list(phase.objective.parameters()))
     stop_on_non_finite({"gradient norm": norm}, run.dist, where, last_saved, what="value of")
     phase.optimizer.step()
     phase.scheduler.step()
@@ -257,9 +292,9 @@ def train_step(run: Run, phase: Phase, progress: Progress, batch: dict[str, Any]
         sums.count[name] += 1
     sums.total += values[-1]
     sums.batches += 1
-    for name, weight in result.weights.items():  # constant within an epoch (a GDWG stage)
-        if name not in sums.weights:
-            sums.weights[name] = float(weight)
+    # the weight of the epoch's last step: constant within a GDWG stage, learned per step by
+    # uncertainty weighting
+    sums.weights.update(weights)
     return values[-1]
 
 
@@ -388,6 +423,8 @@ def run_seed(run: Run, seed: int) -> dict[str, Any]:
     result["wall_seconds"] = round(time.perf_counter() - started, 2)
     if run.dist.main:
         write_json(result, result_path)
+        if not run.args.keep_checkpoint:  # finished: result.json is what --resume reads back
+            checkpointer.path.unlink(missing_ok=True)
     return result
 
 
