@@ -453,8 +453,9 @@ def write_report(args: argparse.Namespace, argv: list[str], wall: float, hw: str
     text = markdown(summary, wall, hw, argv, references)
     (args.out / "table.md").write_text(text)
     for i, (ref, summaries) in enumerate(paired.items()):
-        if summaries:
-            stats.plot_paired_differences({_label(k): v for k, v in summaries.items()},
+        objectives = {_label(k): v for k, v in summaries.items() if k != TEXT}
+        if objectives:  # the objectives only: the text model alone is in the table
+            stats.plot_paired_differences(objectives,
                                           args.out / ("paired.png" if i == 0 else
                                                       f"paired_vs_{ref}.png"),
                                           reference=ref, title=summary["table"])
