@@ -12,9 +12,9 @@ Examples (``$DATA`` is your folder of pickles, e.g. made by ``python -m dmmsa.pr
     python -m dmmsa.compare --data $DATA/fold0.pkl $DATA/fold1.pkl $DATA/fold2.pkl \\
         $DATA/fold3.pkl --config mosi400 --variants dmmsa baseline --seeds 1 12 123 \\
         --jobs 2 --out runs/compare/mine
-    # one pickle with the official train/valid/test split, text only, a variant of your own
-    python -m dmmsa.compare --data $DATA/sims_text.pkl --config mosi_text \\
-        --variant tau1="--cl-temperature 1.0" --variants dmmsa baseline tau1 --out runs/cmp
+    # one pickle with its own train/valid/test split, text only, a variant of your own
+    python -m dmmsa.compare --data $DATA/mine_text.pkl --config mosi_text \\
+        --variant lr1e4="--lr 1e-4" --variants dmmsa baseline lr1e4 --out runs/cmp
     # validation-only selection table (no test metric read): OUT/selection.md
     python -m dmmsa.compare --data $DATA/fold*.pkl --config mosi400 --seeds 1 12 \\
         --variants baseline dmmsa sg warmup --selection --out runs/study
