@@ -293,6 +293,23 @@ def test_selection_shows_validation_only_sorted_by_mean_validation_mae(tmp_path:
     assert "What the fusion stage adds" in text
 
 
+def test_selection_reads_no_test_metric(tmp_path: Path) -> None:
+    fake_grid(tmp_path, seeds=(1,))
+    for path in (tmp_path / "out").glob("fold*/seed1/*/results.json"):
+        result = json.loads(path.read_text())
+        result["per_seed"][0].pop("test", None)  # a test metric read would be a KeyError
+        path.write_text(json.dumps(result))
+    for path in (tmp_path / "out").glob("fold*/seed1/pretrain/text_alone.json"):
+        result = json.loads(path.read_text())
+        del result["test"]
+        path.write_text(json.dumps(result))
+    args = compare.parse_args(args_for(tmp_path, "--seeds", "1", "--variants", "baseline",
+                                       "dmmsa", "--selection", files=2))
+    assert "| 1 |" in compare_tables.write_report(args, [], 0.0, "a CPU")
+    with pytest.raises(KeyError, match="test"):
+        compare_tables.collect(args, test=True)
+
+
 def test_selection_ties_go_to_the_variant_with_fewer_options(tmp_path: Path) -> None:
     for fold in (0, 1):
         base = tmp_path / "out" / f"fold{fold}" / "seed1"

@@ -311,8 +311,8 @@ def run_jobs(jobs: list[Job], n_parallel: int, log_dir: Path,
     return failed
 
 
-def hardware() -> str:
-    """The CPU model, the visible CPUs, Python and torch versions."""
+def hardware(threads: int = 1) -> str:
+    """The CPU model, the visible CPUs, Python and torch versions, threads per run."""
     model = platform.processor() or "unknown CPU"
     try:
         for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
@@ -323,8 +323,8 @@ def hardware() -> str:
     import torch
 
     return (f"{model}, {os.cpu_count()} logical CPU(s) visible (shared with other users), "
-            f"Python {platform.python_version()}, torch {torch.__version__}, one thread per "
-            "train.py process")
+            f"Python {platform.python_version()}, torch {torch.__version__}, "
+            + ("one thread" if threads == 1 else f"{threads} threads") + " per train.py process")
 
 
 def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = None) -> int:
@@ -337,7 +337,8 @@ def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = No
     failed: list[Job] = []
     if not args.report_only:
         failed = run_jobs(plan(args), args.jobs, args.out / "logs", args.keep_checkpoints)
-    compare_tables.write_report(args, argv, time.perf_counter() - started, hardware())
+    compare_tables.write_report(args, argv, time.perf_counter() - started,
+                                hardware(getattr(args, "threads", 1)))
     return 1 if failed else 0
 
 
