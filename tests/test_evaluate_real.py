@@ -19,8 +19,11 @@ def test_plan_pretrains_once_per_fold_and_seed_and_pairs_every_variant_with_it(t
     pretrains = [job for job in jobs if job.after is None]
     assert [job.name for job in pretrains] == ["fold0 seed1 pretrain", "fold2 seed1 pretrain",
                                                "fold0 seed12 pretrain", "fold2 seed12 pretrain"]
-    fusions = [job for job in jobs if job.after is not None]
+    fusions = [job for job in jobs if job.after is not None and job.marker == "results.json"]
     assert len(fusions) == 8
+    text_alone = [job for job in jobs if job.marker == "text_alone.json"]
+    assert [job.after for job in text_alone] == pretrains  # one per pre-training, after it
+    assert all(job.out == job.after.out for job in text_alone)
     for job in fusions:
         fold, seed, variant = job.name.split()
         assert job.after.name == f"{fold} {seed} pretrain"

@@ -19,7 +19,8 @@ FULL = data.DataFacts({"T": 32, "A": 5, "V": 20}, ("T", "A", "V"), ("T", "A", "V
 TEXT_ONLY = data.DataFacts({"T": 32, "A": None, "V": None}, ("T",), ())
 
 
-@pytest.mark.parametrize("name", [*dmmsa.__all__, "train", "evaluate_real"])
+@pytest.mark.parametrize("name", [*dmmsa.__all__, "train", "evaluate_real", "compare",
+                                  "compare_tables", "text_alone"])
 def test_every_module_states_its_public_names(name: str) -> None:
     module = importlib.import_module(f"dmmsa.{name}")
     assert module.__all__, name

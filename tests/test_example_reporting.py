@@ -3,7 +3,10 @@
 
 ``tests/fixtures/reporting_tables.json`` holds ``results.md`` and ``evaluate_real``'s table as the
 code wrote them before the refactoring into ``dmmsa.reporting`` (the tables of
-``docs/results.md`` were produced with that rounding).
+``docs/results.md`` were produced with that rounding). ``table_md`` was updated once, on purpose,
+when the paired section gained the paired test (``dmmsa.stats``: bootstrap interval, Wilcoxon p,
+the number of pairs); ``table_md_before_paired_test`` is the table before it, and every other
+section must still be byte for byte the same.
 """
 
 from __future__ import annotations
@@ -58,7 +61,24 @@ def test_the_table_of_evaluate_real_is_unchanged(tmp_path: Path) -> None:
                                      "--out", str(tmp_path)])
     text = evaluate_real.markdown(evaluate_real.collect(args), 12.0, "test machine",
                                   ["--table", "mosi400"])
-    assert text == json.loads(FIXTURE.read_text())["table_md"]
+    fixture = json.loads(FIXTURE.read_text())
+    assert text == fixture["table_md"]
+    before = fixture["table_md_before_paired_test"]
+    assert _without_paired_section(text) == _without_paired_section(before)
+    old_rows = [line for line in before.splitlines()
+                if line.startswith("| DMMSA") and line.endswith("/3 |")]
+    assert len(old_rows) == 2
+    for old in old_rows:  # the same Δ ± std and better counts, now with interval and p
+        name, seeds, mae, better_mae, corr, better_corr = old.strip("| ").split(" | ")
+        new = next(line for line in text.splitlines()
+                   if line.startswith(f"| {name} | {seeds} | 12 | {mae} |"))
+        assert f"| {better_mae} | {corr} |" in new and new.endswith(f"| {better_corr} |")
+
+
+def _without_paired_section(text: str) -> str:
+    """The table without its paired section (from its first line to the curves' section)."""
+    start = text.index("\nPaired difference")
+    return text[:start] + text[text.index("\nValidation MAE after each"):]
 
 
 @pytest.mark.parametrize("decimals", [3, 4])

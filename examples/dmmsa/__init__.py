@@ -1,8 +1,9 @@
 """The DMMSA reference system: ConFEDE's architecture trained with the DMMSA objective.
 
 Import it as a package (``pip install -e examples`` from the repository root); the scripts
-``examples/dmmsa/train.py`` (or ``python -m dmmsa.train``), ``evaluate_real.py`` and
-``prepare_mosi.py`` are its commands.
+``examples/dmmsa/train.py`` (or ``python -m dmmsa.train``), ``python -m dmmsa.compare`` (the
+paired comparison of objectives on prepared pickles; ``evaluate_real.py`` runs it for the tables
+of ``docs/results.md``) and ``python -m dmmsa.prepare`` are its commands.
 
 The public surface is each module's ``__all__``; the modules, in the order a run uses them:
 
@@ -22,8 +23,8 @@ The public surface is each module's ``__all__``; the modules, in the order a run
   states); :mod:`dmmsa.distributed`: ``Dist`` (``torchrun``); :mod:`dmmsa.evaluation`:
   ``predict`` and ``metrics_of``;
 - :mod:`dmmsa.reporting`: tables, plots, mean ± std and the JSON/CSV files, for ``train.py`` and
-  ``evaluate_real.py`` alike;
-- :mod:`dmmsa.stats`: paired tests (Wilcoxon signed-rank, cluster bootstrap) and their figure;
+  ``compare.py`` alike; :mod:`dmmsa.compare_tables` and :mod:`dmmsa.stats`: the comparison's
+  tables, paired test and figure; :mod:`dmmsa.text_alone`: the pre-trained text model alone;
 - :mod:`dmmsa.prepare`: raw label files (+ audio, visual features) to MMSA pickles, in the steps
   of :mod:`dmmsa.prepare_steps`, :mod:`dmmsa.prepare_labels`, :mod:`dmmsa.prepare_text` and
   :mod:`dmmsa.prepare_audio`;
@@ -33,6 +34,6 @@ The public surface is each module's ``__all__``; the modules, in the order a run
 # `pip install -e examples` (`make demo` and `make test` do). The scripts keep working from the
 # repository root: `python examples/dmmsa/train.py ...`.
 
-__all__ = ["batching", "checkpoint", "checks", "cli", "configs", "data", "distributed",
-           "evaluation", "model", "objectives", "prepare", "reporting", "split_checks", "stats",
-           "synthetic", "training"]
+__all__ = ["batching", "checkpoint", "checks", "cli", "compare", "compare_tables", "configs",
+           "data", "distributed", "evaluation", "model", "objectives", "prepare", "reporting",
+           "split_checks", "stats", "synthetic", "text_alone", "training"]
