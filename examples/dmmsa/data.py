@@ -158,17 +158,10 @@ class MMSASplit:
         return {"T": width(self.text), "A": width(self.audio), "V": width(self.vision)}
 
 
-def _parse_split(
-    source: str,
-    name: str,
-    raw: object,
-    label_range: tuple[float, float] | None,
-    max_abs: float,
-) -> tuple[MMSASplit, list[str]]:
-    where = f"{source}, split {name!r}"
+def _check_keys(where: str, raw: object) -> None:
+    """The split is a dict holding the keys every MMSA split needs (and no lone lengths)."""
     if not isinstance(raw, Mapping):
         raise fail(where, f"must be a dict of arrays, got {type(raw).__name__}")
-    keys = list(raw.keys())
     required = ["id", "raw_text", "regression_labels"]
     missing = [repr(key) for key in required if key not in raw]
     if "text" not in raw and "text_bert" not in raw:
@@ -179,9 +172,47 @@ def _parse_split(
                            "features must have neither key)")
     if missing:
         raise fail(
-            where, f"missing key(s) {', '.join(missing)}; the split has {listing(keys)}"
+            where, f"missing key(s) {', '.join(missing)}; the split has {listing(list(raw))}"
         )
 
+
+def _check_sizes(where: str, n: int, sizes: Mapping[str, int]) -> None:
+    """Every key holds ``n`` entries (the labels' count), and ``n > 0``."""
+    for key, size in sizes.items():
+        if size != n:
+            raise fail(
+                where,
+                f"key {key!r} has {size} samples but key 'regression_labels' has {n}; "
+                "every key must hold one entry per sample",
+            )
+    if n == 0:
+        raise fail(where, "has no samples")
+
+
+def _clean_all(where: str, features: Mapping[str, np.ndarray], max_abs: float) -> list[str]:
+    """Zero the non-finite and huge feature values in place; one message per cleaned key."""
+    messages = []
+    for key, array in features.items():
+        counts = clean_features(array, max_abs)
+        total = sum(counts.values())
+        if total:
+            detail = ", ".join(f"{counts[k]} {k}" for k in ("-inf", "+inf", "NaN"))
+            messages.append(
+                f"{where}: replaced {total} value(s) of {key!r} with 0 ({detail}, "
+                f"{counts['huge']} with |x| > {max_abs:g})"
+            )
+    return messages
+
+
+def _parse_split(
+    source: str,
+    name: str,
+    raw: object,
+    label_range: tuple[float, float] | None,
+    max_abs: float,
+) -> tuple[MMSASplit, list[str]]:
+    where = f"{source}, split {name!r}"
+    _check_keys(where, raw)
     labels = {"M": label_array(where, "regression_labels", raw["regression_labels"], label_range)}
     for modality, key in _MODALITY_LABELS.items():
         if key in raw:
@@ -200,33 +231,14 @@ def _parse_split(
         if key in raw
     }
 
-    n = len(labels["M"])
     sizes: dict[str, int] = {"id": len(ids), "raw_text": len(raw_text)}
     sizes.update({key: len(array) for key, array in features.items()})
     sizes.update({_MODALITY_LABELS[m]: len(v) for m, v in labels.items() if m != "M"})
     sizes.update({key: len(array) for key, array in lengths.items()})
     if text_bert is not None:
         sizes["text_bert"] = len(text_bert)
-    for key, size in sizes.items():
-        if size != n:
-            raise fail(
-                where,
-                f"key {key!r} has {size} samples but key 'regression_labels' has {n}; "
-                "every key must hold one entry per sample",
-            )
-    if n == 0:
-        raise fail(where, "has no samples")
-
-    messages = []
-    for key, array in features.items():
-        counts = clean_features(array, max_abs)
-        total = sum(counts.values())
-        if total:
-            detail = ", ".join(f"{counts[k]} {k}" for k in ("-inf", "+inf", "NaN"))
-            messages.append(
-                f"{where}: replaced {total} value(s) of {key!r} with 0 ({detail}, "
-                f"{counts['huge']} with |x| > {max_abs:g})"
-            )
+    _check_sizes(where, len(labels["M"]), sizes)
+    messages = _clean_all(where, features, max_abs)
     split = MMSASplit(
         ids=ids,
         raw_text=raw_text,
