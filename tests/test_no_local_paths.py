@@ -79,7 +79,8 @@ def offenders(files: list[Path]) -> dict[str, list[str]]:
 
 def test_the_pattern_finds_local_paths_and_leaves_ordinary_ones():
     # spelled with placeholders, so that this file itself names no machine-local path
-    parts = {"W": "work", "H": "home", "S": "shared", "U": "Users", "M": "mnt", "D": "data", "O": "models"}
+    parts = {"W": "work", "H": "home", "S": "shared", "U": "Users", "M": "mnt", "D": "data",
+             "O": "models"}
     local = [s.format(**parts) for s in (
         "see /{W}/{S}/{D}/cmu-mosi/label.csv", "--labels ../{S}/{D}/x.csv",
         "cd /{H}/user/mtobjectives", "open /{U}/me/{D}", "C:\\{U}\\me\\{D}",

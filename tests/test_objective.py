@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from host_reads import HostReads
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import mtobjectives as mt
 from mtobjectives.heads import DecompositionHead
@@ -568,23 +568,11 @@ def test_label_on_another_device_raises_naming_it(key):
         dmmsa()(outputs, targets)
 
 
-class _HostReads(TorchDispatchMode):
-    """Counts reads of tensor values by the host (each one a device synchronisation on GPU)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-        self.count += func is torch.ops.aten._local_scalar_dense.default
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.mark.parametrize(("msc", "expected"), [(False, 1), (True, 2)])  # + the binning's check
 def test_labels_are_value_checked_with_one_host_read_per_batch(msc, expected):
     outputs, targets = make_batch(unimodal_labels="TAV")
     objective = mt.MultiTaskObjective.dmmsa(binning=SIMS3 if msc else None, msc=msc)
-    with _HostReads() as reads:
+    with HostReads() as reads:
         objective(outputs, targets)
     assert reads.count == expected
 

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from host_reads import HostReads
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -156,17 +157,6 @@ def test_a_state_dict_without_the_counter_does_not_load_into_a_scheduled_objecti
 
 
 def test_schedules_add_no_host_read():
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class HostReads(TorchDispatchMode):
-        def __init__(self) -> None:
-            super().__init__()
-            self.count = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-            self.count += func is torch.ops.aten._local_scalar_dense.default
-            return func(*args, **(kwargs or {}))
-
     counts = []
     for schedules in (None, {"CL": mt.WarmupSchedule(3), "MSR": mt.WarmupSchedule(1)}):
         objective = mt.MultiTaskObjective.dmmsa(binning=SIMS3, schedules=schedules)
