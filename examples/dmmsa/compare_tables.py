@@ -273,9 +273,8 @@ def paired_summaries(summary: dict[str, Any], reference: str, resamples: int = 1
     return out
 
 
-def _paired_table(summary: dict[str, Any], reference: str) -> list[str]:
+def _paired_table(paired: dict[str, list[stats.PairedSummary]], reference: str) -> list[str]:
     """The paired test against ``reference`` (nothing without that row)."""
-    paired = paired_summaries(summary, reference)
     if not paired:
         return []
     return ["", stats.paired_table_note(reference), "",
@@ -386,11 +385,18 @@ def _footer(summary: dict[str, Any], wall: float, hw: str, argv: list[str]) -> l
 
 
 def markdown(summary: dict[str, Any], wall: float, hw: str, argv: list[str],
-             references: list[str] | None = None) -> str:
-    """``table.md``: main table, per fold, paired tests, fusion gains, curves, the command."""
+             references: list[str] | None = None,
+             paired: dict[str, dict[str, list[stats.PairedSummary]]] | None = None) -> str:
+    """``table.md``: main table, per fold, paired tests, fusion gains, curves, the command.
+
+    ``paired``: ``{reference: paired_summaries(summary, reference)}`` when the caller has them
+    already (the bootstrap is not redone); computed here otherwise.
+    """
     lines = _main_table(summary) + _per_fold_table(summary)
     for reference in references or ["baseline"]:
-        lines += _paired_table(summary, reference)
+        known = paired.get(reference) if paired is not None else None
+        lines += _paired_table(known if known is not None
+                               else paired_summaries(summary, reference), reference)
     lines += _gains_table(summary) + _curves_table(summary)
     return "\n".join(lines + _footer(summary, wall, hw, argv)) + "\n"
 
@@ -450,7 +456,7 @@ def write_report(args: argparse.Namespace, argv: list[str], wall: float, hw: str
                                for ref, p in paired.items()},
                     "fusion_gains": fusion_gains(summary)})
     write_json(summary, args.out / "table.json")
-    text = markdown(summary, wall, hw, argv, references)
+    text = markdown(summary, wall, hw, argv, references, paired)
     (args.out / "table.md").write_text(text)
     for i, (ref, summaries) in enumerate(paired.items()):
         objectives = {_label(k): v for k, v in summaries.items() if k != TEXT}
