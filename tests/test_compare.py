@@ -17,7 +17,7 @@ import pytest
 import torch
 from scipy.stats import wilcoxon
 
-from dmmsa import compare, compare_tables, evaluate_real, synthetic, text_alone, train
+from dmmsa import compare, compare_tables, evaluate_real, reporting, synthetic, text_alone, train
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -255,7 +255,7 @@ def test_the_paired_test_is_in_the_table_the_json_and_the_figure(tmp_path: Path)
     assert corr["better"] == int((corr_diffs.mean(axis=1) > 0).sum())
     row = next(line for line in text.splitlines() if line.startswith("| DMMSA + sg | 3 | 6 |"))
     assert f"{mae['mean']:+.3f} ± {mae['seed_std']:.3f}" in row
-    for name in ("paired.png", "paired_vs_dmmsa.png"):
+    for name in ("paired.png", "paired_vs_dmmsa.png", "curves.png"):
         assert (tmp_path / "out" / name).read_bytes()[:8] == PNG_MAGIC
 
 
@@ -291,6 +291,33 @@ def test_selection_shows_validation_only_sorted_by_mean_validation_mae(tmp_path:
     assert ranked == sorted(means, key=means.get)
     assert not (tmp_path / "out" / "table.md").exists()
     assert "What the fusion stage adds" in text
+    assert (tmp_path / "out" / "selection_curves.png").read_bytes()[:8] == PNG_MAGIC
+    assert not (tmp_path / "out" / "curves.png").exists()
+
+
+def test_the_curves_figure_draws_each_row_mean_and_spread_over_its_runs(tmp_path: Path,
+                                                                        monkeypatch) -> None:
+    values = fake_grid(tmp_path)
+    drawn = {}
+    monkeypatch.setattr(compare_tables, "plot_mean_curves",
+                        lambda curves, path, title: drawn.update(curves) or True)
+    compare_tables.write_report(report_args(tmp_path), [], 0.0, "a CPU")
+    assert set(drawn) == {compare.variant_label(v) for v in ("baseline", "dmmsa", "sg")}
+    # fake_run's curve: [valid + 0.1, valid] for each of the 6 (seed, fold) runs
+    mean, std, counts = reporting.epoch_mean_std(drawn[compare.variant_label("sg")])
+    valid = values["sg_valid"].ravel()
+    assert counts == [6, 6] and mean == pytest.approx([valid.mean() + 0.1, valid.mean()])
+    assert std == pytest.approx([valid.std(ddof=1)] * 2)
+
+
+def test_the_curves_figure_is_not_drawn_without_curves(tmp_path: Path) -> None:
+    stale = tmp_path / "curves.png"
+    stale.write_bytes(PNG_MAGIC)
+    assert not reporting.plot_mean_curves({"a": [], "b": [[]]}, stale, "t")
+    assert not stale.exists()
+    assert reporting.plot_mean_curves({"a": [[1.0, 0.5, 0.7]], "b": [[1.0], [2.0, 1.0]]},
+                                      stale, "t")
+    assert stale.read_bytes()[:8] == PNG_MAGIC
 
 
 def test_selection_reads_no_test_metric(tmp_path: Path) -> None:

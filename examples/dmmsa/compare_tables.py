@@ -19,11 +19,11 @@ import numpy as np
 
 from dmmsa import stats
 from dmmsa.compare import TEXT_ALONE_LABEL, variant_label
-from dmmsa.reporting import format_cell, mean_std, write_json
+from dmmsa.reporting import epoch_mean_std, format_cell, mean_std, plot_mean_curves, write_json
 
 __all__ = ["COLUMNS", "collect", "epoch_means", "fusion_gains", "markdown",
-           "paired_differences", "paired_summaries", "read_column", "selection_markdown",
-           "selection_ranking", "write_report"]
+           "paired_differences", "paired_summaries", "plot_valid_curves", "read_column",
+           "selection_markdown", "selection_ranking", "write_report"]
 
 # (header, metric keys joined by "/"), accuracies and F1 x 100
 COLUMNS = [("Acc-2 (has0/non0)", ("Has0_acc_2", "Non0_acc_2")),
@@ -48,8 +48,7 @@ def read_column(path: Path, column: str) -> list[list[float]]:
 
 def epoch_means(runs: list[list[float]]) -> list[float]:
     """Mean over runs at each epoch (runs of unequal length: over those that reach it)."""
-    longest = max((len(r) for r in runs), default=0)
-    return [float(np.mean([r[i] for r in runs if len(r) > i])) for i in range(longest)]
+    return epoch_mean_std(runs)[0]
 
 
 def _fusion_run(base: Path, variant: str, seed: int, test: bool) -> dict[str, Any] | None:
@@ -434,8 +433,16 @@ def selection_markdown(summary: dict[str, Any], flags: dict[str, list[str]], wal
     return "\n".join(lines + _footer(summary, wall, hw, argv)) + "\n"
 
 
+def plot_valid_curves(summary: dict[str, Any], path: Path) -> bool:
+    """The validation MAE per fusion epoch of every row, mean ± std over its runs."""
+    curves = {_label(key): row.get("valid_curves", []) for key, row in summary["rows"].items()}
+    return plot_mean_curves(curves, path, f"{summary['table']}: validation MAE per fusion "
+                            "epoch (mean ± std over fold × seed)")
+
+
 def write_report(args: argparse.Namespace, argv: list[str], wall: float, hw: str) -> str:
-    """Write ``table.md``/``.json`` and ``paired.png`` (or ``selection.md``/``.json``)."""
+    """Write ``table.md``/``.json``, ``paired.png`` and ``curves.png`` (or
+    ``selection.md``/``.json`` and ``selection_curves.png``)."""
     args.out.mkdir(parents=True, exist_ok=True)
     flags = getattr(args, "variant_flags", {})
     if getattr(args, "selection", False):
@@ -445,6 +452,7 @@ def write_report(args: argparse.Namespace, argv: list[str], wall: float, hw: str
                         "argv": argv, "wall_seconds_this_invocation": wall})
         write_json(summary, args.out / "selection.json")
         (args.out / "selection.md").write_text(text)
+        plot_valid_curves(summary, args.out / "selection_curves.png")
         print(text, flush=True)
         return text
     summary = collect(args)
@@ -458,6 +466,7 @@ def write_report(args: argparse.Namespace, argv: list[str], wall: float, hw: str
     write_json(summary, args.out / "table.json")
     text = markdown(summary, wall, hw, argv, references, paired)
     (args.out / "table.md").write_text(text)
+    plot_valid_curves(summary, args.out / "curves.png")
     for i, (ref, summaries) in enumerate(paired.items()):
         objectives = {_label(k): v for k, v in summaries.items() if k != TEXT}
         if objectives:  # the objectives only: the text model alone is in the table

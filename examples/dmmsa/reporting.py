@@ -21,9 +21,11 @@ import numpy as np
 __all__ = [
     "COLUMNS",
     "PAPER",
+    "epoch_mean_std",
     "format_cell",
     "mean_std",
     "plot_curves",
+    "plot_mean_curves",
     "results_table",
     "summarize",
     "weighted_tasks",
@@ -251,6 +253,55 @@ def plot_curves(results: Sequence[Mapping[str, Any]], out: Path, weighting: str 
     fig.tight_layout()
     fig.savefig(out / "task_weights.png", dpi=120)
     plt.close(fig)
+
+
+def epoch_mean_std(runs: Sequence[Sequence[float]]
+                   ) -> tuple[list[float], list[float], list[int]]:
+    """Per epoch: mean and sample std (:func:`mean_std`) over the runs that reach it, and
+    their number (runs of unequal length, e.g. stopped early, count where they have a value).
+
+    Example:
+        >>> epoch_mean_std([[1.0, 2.0], [3.0]])
+        ([2.0, 2.0], [1.4142135623730951, 0.0], [2, 1])
+    """
+    longest = max((len(run) for run in runs), default=0)
+    columns = [[run[i] for run in runs if len(run) > i] for i in range(longest)]
+    pairs = [mean_std(column) for column in columns]
+    return [m for m, _ in pairs], [s for _, s in pairs], [len(c) for c in columns]
+
+
+def plot_mean_curves(curves: Mapping[str, Sequence[Sequence[float]]], path: Path, title: str,
+                     ylabel: str = "validation MAE", dpi: int = 130) -> bool:
+    """Draw one line per row of ``curves`` (``{label: [curve per run]}``): the mean over the
+    runs at each epoch with a ± std band (:func:`epoch_mean_std`), the lowest mean circled.
+
+    Returns ``False`` and writes nothing (a stale ``path`` is removed) when no row has a curve.
+    """
+    rows = {label: epoch_mean_std(runs) for label, runs in curves.items() if any(runs)}
+    if not rows:
+        path.unlink(missing_ok=True)
+        return False
+    from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
+    from matplotlib.ticker import MaxNLocator
+
+    figure = Figure(figsize=(7, 4.4 + 0.18 * len(rows)), layout="constrained")
+    ax = figure.subplots()
+    for label, (mean, std, counts) in rows.items():
+        epochs = np.arange(1, len(mean) + 1)
+        low, high = np.subtract(mean, std), np.add(mean, std)
+        (line,) = ax.plot(epochs, mean, marker=".", label=f"{label} ({max(counts)} runs)")
+        ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.08, linewidth=0)
+        best = int(np.argmin(mean))
+        ax.plot(epochs[best], mean[best], "o", markerfacecolor="none", markersize=9,
+                color=line.get_color())
+    ax.set(xlabel="fusion epoch", ylabel=ylabel)
+    ax.set_title(title, fontsize="medium")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    figure.legend(fontsize="small", loc="outside lower center", ncols=2, frameon=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=dpi, format="png")
+    return True
 
 
 def write_json(obj: Any, path: Path) -> None:
