@@ -316,7 +316,7 @@ def test_the_curves_figure_is_not_drawn_without_curves(tmp_path: Path) -> None:
     assert not reporting.plot_mean_curves({"a": [], "b": [[]]}, stale, "t")
     assert not stale.exists()
     assert reporting.plot_mean_curves({"a": [[1.0, 0.5, 0.7]], "b": [[1.0], [2.0, 1.0]]},
-                                      stale, "t")
+                                      stale, "t", band=True)
     assert stale.read_bytes()[:8] == PNG_MAGIC
 
 

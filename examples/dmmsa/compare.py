@@ -24,8 +24,8 @@ A run whose ``results.json`` exists is skipped: rerun the same command to resume
 ``table.md`` / ``table.json`` (test metrics: mean ± std over seeds of each seed's fold mean, per
 fold, the pretrained text model alone, what the fusion stage adds, the paired test against each
 ``--reference``, validation curves), ``paired.png`` (the paired differences per seed with
-their interval) and ``curves.png`` (validation MAE per fusion epoch, mean ± std over the runs of
-each row); with ``--selection``: ``selection.md`` / ``selection.json`` and
+their interval) and ``curves.png`` (validation MAE per fusion epoch, mean over the runs of each
+row); with ``--selection``: ``selection.md`` / ``selection.json`` and
 ``selection_curves.png`` instead (validation only, rows sorted by mean validation MAE).
 """
 

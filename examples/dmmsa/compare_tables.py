@@ -434,10 +434,10 @@ def selection_markdown(summary: dict[str, Any], flags: dict[str, list[str]], wal
 
 
 def plot_valid_curves(summary: dict[str, Any], path: Path) -> bool:
-    """The validation MAE per fusion epoch of every row, mean ± std over its runs."""
+    """The validation MAE per fusion epoch of every row, mean over its runs."""
     curves = {_label(key): row.get("valid_curves", []) for key, row in summary["rows"].items()}
     return plot_mean_curves(curves, path, f"{summary['table']}: validation MAE per fusion "
-                            "epoch (mean ± std over fold × seed)")
+                            "epoch (mean over fold × seed)")
 
 
 def write_report(args: argparse.Namespace, argv: list[str], wall: float, hw: str) -> str:

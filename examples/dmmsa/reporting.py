@@ -271,9 +271,10 @@ def epoch_mean_std(runs: Sequence[Sequence[float]]
 
 
 def plot_mean_curves(curves: Mapping[str, Sequence[Sequence[float]]], path: Path, title: str,
-                     ylabel: str = "validation MAE", dpi: int = 130) -> bool:
+                     ylabel: str = "validation MAE", band: bool = False, dpi: int = 130) -> bool:
     """Draw one line per row of ``curves`` (``{label: [curve per run]}``): the mean over the
-    runs at each epoch with a ± std band (:func:`epoch_mean_std`), the lowest mean circled.
+    runs at each epoch (:func:`epoch_mean_std`), the lowest mean circled; with ``band`` a ± std
+    band too (off by default: over folds of unequal difficulty it hides the rows' differences).
 
     Returns ``False`` and writes nothing (a stale ``path`` is removed) when no row has a curve.
     """
@@ -288,9 +289,10 @@ def plot_mean_curves(curves: Mapping[str, Sequence[Sequence[float]]], path: Path
     ax = figure.subplots()
     for label, (mean, std, counts) in rows.items():
         epochs = np.arange(1, len(mean) + 1)
-        low, high = np.subtract(mean, std), np.add(mean, std)
         (line,) = ax.plot(epochs, mean, marker=".", label=f"{label} ({max(counts)} runs)")
-        ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.08, linewidth=0)
+        if band:
+            ax.fill_between(epochs, np.subtract(mean, std), np.add(mean, std),
+                            color=line.get_color(), alpha=0.08, linewidth=0)
         best = int(np.argmin(mean))
         ax.plot(epochs[best], mean[best], "o", markerfacecolor="none", markersize=9,
                 color=line.get_color())
