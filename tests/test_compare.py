@@ -281,7 +281,7 @@ def test_selection_shows_validation_only_sorted_by_mean_validation_mae(tmp_path:
     args = report_args(tmp_path, "--selection")
     text = compare_tables.write_report(args, ["--selection"], 0.0, "a CPU")
     stored = (tmp_path / "out" / "selection.json").read_text()
-    assert '"test' not in stored and "Corr" not in text
+    assert '"test' not in stored and "| Corr" not in text and "Δ Corr" not in text
     for key in [k for k in values if k.endswith(("_test", "_corr"))]:
         for number in values[key].ravel():
             assert f"{number:.3f}" not in text.split("Command:")[0], (key, number)
@@ -291,6 +291,11 @@ def test_selection_shows_validation_only_sorted_by_mean_validation_mae(tmp_path:
     assert ranked == sorted(means, key=means.get)
     assert not (tmp_path / "out" / "table.md").exists()
     assert "What the fusion stage adds" in text
+    # paired validation MAE against the reference (baseline), run by run
+    row = next(line for line in text.splitlines() if line.startswith("| DMMSA + sg | 3 | 6 |"))
+    diffs = values["sg_valid"] - values["baseline_valid"]  # [seed, fold]
+    assert f"{diffs.mean():+.3f} ± {diffs.mean(axis=1).std(ddof=1):.3f}" in row
+    assert row.endswith(f"| {int((diffs.mean(axis=1) < 0).sum())}/3 |")
     assert (tmp_path / "out" / "selection_curves.png").read_bytes()[:8] == PNG_MAGIC
     assert not (tmp_path / "out" / "curves.png").exists()
 

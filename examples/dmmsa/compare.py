@@ -116,7 +116,7 @@ def _parser() -> argparse.ArgumentParser:
         "each; the figure paired.png is against the first; default: baseline)")
     add("--selection", action="store_true",
         help="validation-only report (selection.md/.json): no test metric is read or written, "
-        "rows sorted by mean validation MAE")
+        "rows sorted by mean validation MAE, the paired validation MAE against each --reference")
     add("--name", default=None, help="the table's title (default: the preset's name)")
     add("--jobs", type=int, default=1, help="train.py processes at once")
     add("--out", type=Path, required=True, help="folder of every run and of the tables")

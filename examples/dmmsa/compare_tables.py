@@ -250,25 +250,28 @@ def _complete_runs(row: dict[str, Any], seeds: set[int], key: str
 
 
 def paired_summaries(summary: dict[str, Any], reference: str, resamples: int = 10_000,
+                     split: str = "test", metrics: tuple[str, ...] = ("MAE", "Corr"),
                      ) -> dict[str, list[stats.PairedSummary]]:
     """Each other row − ``reference``, run by run, over the seeds complete in both rows.
 
-    Returns ``{row key: [PairedSummary of MAE, of Corr]}`` (``dmmsa.stats.paired_summary``:
+    Returns ``{row key: [PairedSummary per metric]}`` (``dmmsa.stats.paired_summary``:
     Wilcoxon over the fold × seed pairs, bootstrap interval resampling seeds, better in k of
-    n seeds); empty without the reference row or a shared complete seed.
+    n seeds) of the ``split`` (``"test"``, or ``"valid"`` for a selection, where the text
+    model alone is not a row); empty without the reference row or a shared complete seed.
     """
-    rows = _rows(summary)
-    if reference not in rows or not rows[reference].get("per_seed"):
+    rows = _rows(summary) if split == "test" else summary["rows"]
+    per_seed = "per_seed" if split == "test" else "valid_per_seed"
+    if reference not in rows or not rows[reference].get(per_seed):
         return {}
     out: dict[str, list[stats.PairedSummary]] = {}
     for key, row in rows.items():
-        seeds = set(row.get("per_seed", {})) & set(rows[reference]["per_seed"])
+        seeds = set(row.get(per_seed, {})) & set(rows[reference][per_seed])
         if key == reference or not seeds:
             continue
-        base = _complete_runs(rows[reference], seeds, "test")
-        mine = _complete_runs(row, seeds, "test")
+        base = _complete_runs(rows[reference], seeds, split)
+        mine = _complete_runs(row, seeds, split)
         out[key] = [stats.paired_summary(base, mine, metric, metric == "MAE",
-                                         resamples=resamples) for metric in ("MAE", "Corr")]
+                                         resamples=resamples) for metric in metrics]
     return out
 
 
@@ -414,8 +417,9 @@ def selection_ranking(summary: dict[str, Any], flags: dict[str, list[str]]
 
 
 def selection_markdown(summary: dict[str, Any], flags: dict[str, list[str]], wall: float,
-                       hw: str, argv: list[str]) -> str:
-    """``selection.md``: validation numbers only, rows sorted by mean validation MAE."""
+                       hw: str, argv: list[str], references: tuple[str, ...] = ()) -> str:
+    """``selection.md``: validation numbers only, rows sorted by mean validation MAE, and the
+    paired validation MAE against each of ``references`` (it does not change the ranking)."""
     ranking = selection_ranking(summary, flags)
     lines = [f"### {summary['table']} (preset `{summary['config']}`): selection, validation "
              "only", "", "Mean ± sample std over the runs (fold × seed) of each run's "
@@ -428,8 +432,14 @@ def selection_markdown(summary: dict[str, Any], flags: dict[str, list[str]], wal
         lines.append(f"| {rank} | {_label(key)} | `{' '.join(entry['flags']) or '—'}` | "
                      f"{entry['runs']} | {entry['valid_MAE']:.3f} ± "
                      f"{entry['valid_MAE_std']:.3f} | {_epochs(chosen)} |")
-    lines += _per_fold_table(summary, test=False) + _gains_table(summary)
-    lines += _curves_table(summary)
+    lines += _per_fold_table(summary, test=False)
+    for reference in references:
+        paired = paired_summaries(summary, reference, split="valid", metrics=("MAE",))
+        if paired:
+            lines += ["", "Validation MAE (at each run's selected epoch), paired: "
+                      + stats.paired_table_note(reference), "",
+                      *stats.paired_table_markdown({_label(k): v for k, v in paired.items()})]
+    lines += _gains_table(summary) + _curves_table(summary)
     return "\n".join(lines + _footer(summary, wall, hw, argv)) + "\n"
 
 
@@ -447,7 +457,8 @@ def write_report(args: argparse.Namespace, argv: list[str], wall: float, hw: str
     flags = getattr(args, "variant_flags", {})
     if getattr(args, "selection", False):
         summary = collect(args, test=False)
-        text = selection_markdown(summary, flags, wall, hw, argv)
+        text = selection_markdown(summary, flags, wall, hw, argv,
+                                  tuple(getattr(args, "reference", ["baseline"])))
         summary.update({"ranking": selection_ranking(summary, flags), "hardware": hw,
                         "argv": argv, "wall_seconds_this_invocation": wall})
         write_json(summary, args.out / "selection.json")
