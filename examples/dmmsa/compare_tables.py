@@ -417,10 +417,12 @@ def selection_ranking(summary: dict[str, Any], flags: dict[str, list[str]]
 
 
 def selection_markdown(summary: dict[str, Any], flags: dict[str, list[str]], wall: float,
-                       hw: str, argv: list[str], references: tuple[str, ...] = ()) -> str:
+                       hw: str, argv: list[str], references: tuple[str, ...] = (),
+                       ranking: list[tuple[str, dict[str, Any]]] | None = None) -> str:
     """``selection.md``: validation numbers only, rows sorted by mean validation MAE, and the
-    paired validation MAE against each of ``references`` (it does not change the ranking)."""
-    ranking = selection_ranking(summary, flags)
+    paired validation MAE against each of ``references`` (it does not change the ranking).
+    ``ranking``: :func:`selection_ranking` when the caller has it already."""
+    ranking = selection_ranking(summary, flags) if ranking is None else ranking
     lines = [f"### {summary['table']} (preset `{summary['config']}`): selection, validation "
              "only", "", "Mean ± sample std over the runs (fold × seed) of each run's "
              "validation MAE at its selected epoch (the fusion epoch with the lowest validation "
@@ -457,9 +459,10 @@ def write_report(args: argparse.Namespace, argv: list[str], wall: float, hw: str
     flags = getattr(args, "variant_flags", {})
     if getattr(args, "selection", False):
         summary = collect(args, test=False)
+        ranking = selection_ranking(summary, flags)
         text = selection_markdown(summary, flags, wall, hw, argv,
-                                  tuple(getattr(args, "reference", ["baseline"])))
-        summary.update({"ranking": selection_ranking(summary, flags), "hardware": hw,
+                                  tuple(getattr(args, "reference", ["baseline"])), ranking)
+        summary.update({"ranking": ranking, "hardware": hw,
                         "argv": argv, "wall_seconds_this_invocation": wall})
         write_json(summary, args.out / "selection.json")
         (args.out / "selection.md").write_text(text)
