@@ -11,17 +11,16 @@ Two entry points share one definition of the loss:
   pairs.
 
 Both compute cosine similarity, divide by the temperature and take masked log-sum-exps (never
-``exp`` of raw logits), so that the loss is finite for finite inputs of any scale. The gradient
-is the exact one up to rounding, finite wherever its size fits the dtype: the gradient of a
-cosine with respect to a vector :math:`x` is of size up to about
-:math:`2 / (\tau \lVert x \rVert)`, more than float32 holds for
-:math:`\lVert x \rVert \lesssim 6 \cdot 10^{-39} / \tau` (e.g. the subnormal scale 1e-40)
-and more than float16 holds for
-:math:`\lVert x \rVert \lesssim 3 \cdot 10^{-5} / \tau`; there it is ``inf``, the exact
-value rounded, and a training loop's non-finite-gradient guard (or ``GradScaler``) must catch
-it. Half-precision inputs are computed in float32 and the result is returned in the input
-dtype; inside a :func:`torch.autocast` region autocast is switched off for the computation, so
-that holds there too (and ``backward()`` may run inside or outside the region). A temperature
+``exp`` of raw logits), so that the loss is finite for finite inputs of any scale. A vector whose
+L2 norm is below :data:`MIN_NORM` (1e-6; for a float16 loss below
+:math:`\max(10^{-6}, 8 / (65504\,\tau))`, where its gradient would no longer fit float16) has
+no direction: it counts as the zero vector, its cosine with everything is 0 and it receives a
+gradient of exactly 0 (a dead ReLU, or a vanishing row, never sends a huge gradient into
+gradient-norm clipping). Every other vector gets the exact gradient up to rounding, of size up
+to about :math:`2 / (\tau \lVert x \rVert)`, which is finite. Half-precision inputs are
+computed in float32 and the result is returned in the input dtype; inside a
+:func:`torch.autocast` region autocast is switched off for the computation, so that holds there
+too (and ``backward()`` may run inside or outside the region). A temperature
 for which an anchor's loss (up to :math:`2 / \tau + \log K`) would overflow the returned dtype
 (float16: :math:`\tau < 3 \cdot 10^{-5}`) raises :class:`ValueError`.
 """
@@ -45,7 +44,7 @@ from mtobjectives._validation import (
     check_tensor,
 )
 
-__all__ = ["multi_nt_xent", "multi_nt_xent_from_labels"]
+__all__ = ["MIN_NORM", "multi_nt_xent", "multi_nt_xent_from_labels"]
 
 Form = Literal["in", "out"]
 Reduction = Literal["mean", "sum", "none"]
@@ -53,6 +52,10 @@ Reduction = Literal["mean", "sum", "none"]
 FORMS: tuple[str, ...] = ("in", "out")
 REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
 NORMALIZE_EPS = 1e-12  # the ``eps`` of :func:`torch.nn.functional.normalize`
+#: Embeddings whose L2 norm is below this carry no direction: they count as zero vectors (cosine
+#: 0 with everything) and receive no gradient, so that a dead ReLU or a vanishing row gives a
+#: finite, bounded gradient instead of one of size ``1 / (tau |x|)``.
+MIN_NORM = 1e-6
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,12 +141,12 @@ def multi_nt_xent(
 
     Numerics: masked log-sum-exps (never ``exp`` of raw logits), and each vector is divided by
     its largest absolute entry before it is normalised, so the value is finite for finite inputs
-    of any scale and any :math:`\tau` whose inverse is finite, and the gradient is the exact
-    one up to rounding, finite wherever its size fits the dtype. The gradient of a cosine grows
-    like :math:`1 / (\lVert x \rVert \tau)` and exceeds what the input dtype holds, giving
-    ``inf``, for tiny inputs: :math:`\lVert x \rVert \lesssim 6 \cdot 10^{-39} / \tau` in
-    float32 (subnormal inputs such as 1e-40), :math:`\lesssim 3 \cdot 10^{-5} / \tau` in
-    float16. Half-precision inputs are computed in float32, also under :func:`torch.autocast`
+    of any scale and any :math:`\tau` whose inverse is finite. A vector of L2 norm below
+    :data:`MIN_NORM` (1e-6; float16: :math:`\max(10^{-6}, 8 / (65504\,\tau))`) has no
+    direction: its cosines are 0 and its gradient is exactly 0, so a zero row (a dead ReLU) or
+    a vanishing one gives a finite, bounded gradient. Every other vector gets the exact
+    gradient up to rounding, of size at most about :math:`2 / (\lVert x \rVert \tau)`.
+    Half-precision inputs are computed in float32, also under :func:`torch.autocast`
     (switched off inside), and the loss is returned in their dtype, so a :math:`\tau` for which
     an anchor's loss (at most :math:`2 / \tau + \log K`) would overflow it raises
     :class:`ValueError` (float16: :math:`\tau \lesssim 3 \cdot 10^{-5}`); with
@@ -226,7 +229,8 @@ def multi_nt_xent(
     with _no_autocast(anchor.device):
         anchor = torch.where(has_positive.unsqueeze(-1), anchor.to(compute_dtype), 0.0)
         candidates = torch.where(taking_part.unsqueeze(-1), candidates.to(compute_dtype), 0.0)
-        cosine = _cosine_to_candidates(_unit(anchor), candidates)
+        min_norm = _min_norm(out_dtype, temperature)
+        cosine = _cosine_to_candidates(_unit(anchor, min_norm), candidates, min_norm)
         logits = cosine * (1.0 / temperature)  # [B, K]
         losses, _ = _anchor_losses(logits, taking_part, positive, form)
         return _reduce(losses, has_positive, reduction, out_dtype, return_count)
@@ -398,7 +402,9 @@ def multi_nt_xent_from_labels(
             losses = x.sum(dim=1) * 0.0  # zeros that stay connected to the graph
             has_positive = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         else:
-            losses, has_positive = _LabelMultiNTXent.apply(x, labels, 1.0 / temperature, form)
+            losses, has_positive = _LabelMultiNTXent.apply(
+                x, labels, 1.0 / temperature, form, _min_norm(out_dtype, temperature)
+            )
         return _reduce(losses, has_positive, reduction, out_dtype, return_count)
 
 
@@ -422,9 +428,14 @@ class _LabelMultiNTXent(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: FunctionCtx, x: Tensor, labels: Tensor, inv_temperature: float, form: str
+        ctx: FunctionCtx,
+        x: Tensor,
+        labels: Tensor,
+        inv_temperature: float,
+        form: str,
+        min_norm: float,
     ) -> tuple[Tensor, Tensor]:
-        unit, length = _unit_and_length(x)
+        unit, length = _unit_and_length(x, min_norm)
         logits = torch.mm(unit * inv_temperature, unit.T)  # [N, N]
         group = _group_by_label(labels).to(unit.dtype)  # exact small integers
         positive = torch.eq(group.unsqueeze(1), group.unsqueeze(0), out=torch.empty_like(logits))
@@ -454,6 +465,7 @@ class _LabelMultiNTXent(torch.autograd.Function):
         )
         ctx.inv_temperature = inv_temperature  # type: ignore[attr-defined]
         ctx.form = form  # type: ignore[attr-defined]
+        ctx.min_norm = min_norm  # type: ignore[attr-defined]
         ctx.symmetric = symmetric  # type: ignore[attr-defined]
         ctx.mark_non_differentiable(has_positive)
         return losses, has_positive
@@ -461,19 +473,21 @@ class _LabelMultiNTXent(torch.autograd.Function):
     @staticmethod
     def backward(  # type: ignore[override]
         ctx: FunctionCtx, grad_losses: Tensor, _grad_has_positive: Tensor | None
-    ) -> tuple[Tensor | None, None, None, None]:
+    ) -> tuple[Tensor | None, None, None, None, None]:
         with _no_autocast(grad_losses.device):  # backward() may run inside autocast
             return _LabelMultiNTXent._backward(ctx, grad_losses)
 
     @staticmethod
     def _backward(
         ctx: FunctionCtx, grad_losses: Tensor
-    ) -> tuple[Tensor | None, None, None, None]:
+    ) -> tuple[Tensor | None, None, None, None, None]:
         saved = ctx.saved_tensors  # type: ignore[attr-defined]
         x, labels, unit, length, count, exp, total, positive_weights, positive_norm = saved
         inv_temperature: float = ctx.inv_temperature  # type: ignore[attr-defined]
         if torch.is_grad_enabled():  # create_graph=True: differentiate a traceable version
-            return _label_grad_traced(x, labels, inv_temperature, ctx.form, grad_losses)  # type: ignore[attr-defined]
+            return _label_grad_traced(
+                x, labels, inv_temperature, ctx.form, ctx.min_norm, grad_losses  # type: ignore[attr-defined]
+            )
         # Anchors without a positive have the constant loss 0; 1/tau is folded in here.
         grad = torch.where(count > 0, grad_losses, 0.0) * inv_temperature
         a = grad / total  # G = E a_i - W b_i, with W the positive weights
@@ -489,24 +503,29 @@ class _LabelMultiNTXent(torch.autograd.Function):
             grad_sum = grad_logits.T.contiguous().add_(grad_logits)
         grad_unit = torch.mm(grad_sum, unit)
         radial = torch.linalg.vecdot(unit, grad_unit).unsqueeze(1)
-        return grad_unit.addcmul_(unit, radial, value=-1.0).div_(length), None, None, None
+        return grad_unit.addcmul_(unit, radial, value=-1.0).div_(length), None, None, None, None
 
 
 def _label_grad_traced(
-    x: Tensor, labels: Tensor, inv_temperature: float, form: str, grad_losses: Tensor
-) -> tuple[Tensor, None, None, None]:
+    x: Tensor,
+    labels: Tensor,
+    inv_temperature: float,
+    form: str,
+    min_norm: float,
+    grad_losses: Tensor,
+) -> tuple[Tensor, None, None, None, None]:
     """Backward of the label form built from differentiable operations (for higher derivatives).
 
     Used only when the backward pass itself is recorded (``create_graph=True``): the label form
     is rewritten as the per-anchor form over the ``[N, N]`` logits with masks.
     """
-    unit = _unit(x)
+    unit = _unit(x, min_norm)
     logits = torch.mm(unit * inv_temperature, unit.T)
     valid = ~torch.eye(x.shape[0], dtype=torch.bool, device=x.device)
     positive = (labels.unsqueeze(1) == labels.unsqueeze(0)) & valid
     losses, _ = _anchor_losses(logits, valid, positive, form)
     (grad_x,) = torch.autograd.grad(losses, x, grad_losses, create_graph=True)
-    return grad_x, None, None, None
+    return grad_x, None, None, None, None
 
 
 def _group_by_label(labels: Tensor) -> Tensor:
@@ -547,18 +566,49 @@ def _prescale(x: Tensor) -> Tensor:
     finite for finite inputs of any scale (the gradient, of size about ``1 / |x|``, only where
     the dtype holds it).
     """
+    return _prescale_with_scale(x)[0]
+
+
+def _prescale_with_scale(x: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`_prescale` of ``x`` and the divisor ``[..., 1]`` it used (1 for a zero vector)."""
     if x.shape[-1] == 0:
-        return x
+        return x, x.new_ones((*x.shape[:-1], 1))
     scale = x.detach().abs().amax(dim=-1, keepdim=True)
-    return x / torch.where(scale > 0, scale, 1.0)
+    scale = torch.where(scale > 0, scale, 1.0)
+    return x / scale, scale
 
 
-def _unit(x: Tensor) -> Tensor:
-    """L2-normalise the last dimension (as :func:`torch.nn.functional.normalize`), any scale."""
-    return torch.nn.functional.normalize(_prescale(x), dim=-1, eps=NORMALIZE_EPS)
+def _min_norm(dtype: torch.dtype, temperature: float) -> float:
+    r"""The norm below which a vector has no direction, for a loss returned in ``dtype``.
+
+    :data:`MIN_NORM`, or more where the gradient of a cosine at that norm, of size up to
+    :math:`2 / (\tau \lVert x \rVert)` per use, would not fit ``dtype`` (float16, whose
+    largest value is 65504: :math:`8 / (\tau \cdot 65504)`, 2.4e-4 at :math:`\tau = 0.5`).
+    """
+    return max(MIN_NORM, 8.0 / (temperature * torch.finfo(dtype).max))
 
 
-def _unit_and_length(x: Tensor) -> tuple[Tensor, Tensor]:
+def _unit(x: Tensor, min_norm: float = MIN_NORM) -> Tensor:
+    """L2-normalise the last dimension, any scale; vectors of norm below ``min_norm`` -> 0.
+
+    The zero vectors are selected by ``torch.where``, whose backward pass selects and never
+    multiplies: they receive an exact zero gradient, whatever their scale (subnormal included).
+    """
+    scaled, scale = _prescale_with_scale(x)
+    unit = torch.nn.functional.normalize(scaled, dim=-1, eps=NORMALIZE_EPS)
+    return torch.where(_has_direction(scaled, scale, min_norm), unit, 0.0)
+
+
+def _has_direction(scaled: Tensor, scale: Tensor, min_norm: float) -> Tensor:
+    """``[..., 1]``: whether the vector ``scaled * scale`` has a norm of at least ``min_norm``.
+
+    A NaN norm counts as a direction, so that a NaN taking part in the loss is never hidden.
+    """
+    norm = torch.linalg.vector_norm(scaled.detach(), dim=-1, keepdim=True)
+    return ~(norm * scale < min_norm)
+
+
+def _unit_and_length(x: Tensor, min_norm: float = MIN_NORM) -> tuple[Tensor, Tensor]:
     """:func:`_unit` of ``x [N, D]`` without autograd, and the divisor ``[N, 1]`` it used.
 
     ``unit = x / length`` with ``length = s * max(|x / s|, eps)`` and ``s`` the largest
@@ -571,10 +621,16 @@ def _unit_and_length(x: Tensor) -> tuple[Tensor, Tensor]:
     scale = torch.where(scale > 0, scale, 1.0)
     scaled = x / scale
     length = torch.linalg.vector_norm(scaled, dim=1, keepdim=True).clamp_min_(NORMALIZE_EPS)
-    return scaled.div_(length), length.mul_(scale)
+    unit = scaled.div_(length)
+    length.mul_(scale)
+    # No direction (norm below min_norm): unit 0 and an infinite divisor, so d unit / d x = 0.
+    degenerate = length < min_norm
+    return unit.masked_fill_(degenerate, 0.0), length.masked_fill_(degenerate, float("inf"))
 
 
-def _cosine_to_candidates(unit_anchor: Tensor, candidates: Tensor) -> Tensor:
+def _cosine_to_candidates(
+    unit_anchor: Tensor, candidates: Tensor, min_norm: float = MIN_NORM
+) -> Tensor:
     """Cosine similarity ``[B, K]`` of unit anchors ``[B, D]`` with candidates ``[B, K, D]``.
 
     The candidates are never normalised as a ``[B, K, D]`` tensor: the dot products are divided
@@ -582,9 +638,11 @@ def _cosine_to_candidates(unit_anchor: Tensor, candidates: Tensor) -> Tensor:
     dot products are a broadcast multiply and a sum: on CPU, ``bmm`` of ``[K, D] x [D, 1]``
     blocks, and the outer products of its backward pass, are several times slower.
     """
-    scaled = _prescale(candidates)
+    scaled, scale = _prescale_with_scale(candidates)
     norms = torch.linalg.vector_norm(scaled, dim=-1).clamp_min(NORMALIZE_EPS)
-    return (scaled * unit_anchor.unsqueeze(-2)).sum(dim=-1) / norms
+    cosine = (scaled * unit_anchor.unsqueeze(-2)).sum(dim=-1) / norms
+    # A candidate without direction (norm below min_norm) has cosine 0 and no gradient.
+    return torch.where(_has_direction(scaled, scale, min_norm).squeeze(-1), cosine, 0.0)
 
 
 def _safe_exponent(dtype: torch.dtype) -> float:

@@ -531,7 +531,7 @@ def msc_loss(
         ...          binning=CoarseGrainedBinning.preset("sims"))
         tensor(2.0360)
     """
-    _, y = _prediction_and_label(outputs, targets)
+    _, y = _prediction_and_raw_label(outputs, targets)
     logits = _required(outputs, "outputs", "logits", "or pass msc=False")
     check_floating("outputs['logits']", logits)
     check_shape("outputs['logits']", logits, [y.shape[0], binning.num_classes])
@@ -654,7 +654,7 @@ def cl_loss(
         >>> round(cl_loss(outputs, targets, label_binning=binning).item(), 4)
         2.5926
     """
-    prediction, y = _prediction_and_label(outputs, targets)
+    prediction, y = _prediction_and_raw_label(outputs, targets)  # binned in its own dtype
     features = _features(outputs, "features", [prediction.shape[0], None], "or pass cl=False")
     if "T_s" not in features:
         return None  # no anchor
@@ -711,11 +711,26 @@ def _label(targets: Mapping[str, Any], key: str, prediction: Tensor) -> Tensor:
 def _prediction_and_label(
     outputs: Mapping[str, Any], targets: Mapping[str, Any]
 ) -> tuple[Tensor, Tensor]:
-    """``outputs["prediction"]`` [B] and ``targets["M"]`` [B].
+    """``outputs["prediction"]`` [B] and ``targets["M"]`` [B], for a regression term.
 
     The label is returned in the prediction's dtype, but at least float32: a finite label cast
     to float16 can overflow (float16 holds at most 65504), so the regression terms of half
-    precision predictions are computed, and returned, in float32.
+    precision predictions are computed, and returned, in float32. Never bin the label returned
+    here: a cast can move a value across a class edge (float32 0.1 is above the float64 edge
+    0.1); classes come from :func:`_prediction_and_raw_label`.
+    """
+    prediction, y = _prediction_and_raw_label(outputs, targets)
+    return prediction, y.to(torch.promote_types(prediction.dtype, torch.float32))
+
+
+def _prediction_and_raw_label(
+    outputs: Mapping[str, Any], targets: Mapping[str, Any]
+) -> tuple[Tensor, Tensor]:
+    """``outputs["prediction"]`` [B] and ``targets["M"]`` [B] in the label's own dtype.
+
+    For the terms that bin the label (MSC, label-aware positives): the binning compares the
+    label, as given, with the edges rounded to the label's dtype, exactly as
+    ``binning(targets["M"])`` does.
     """
     prediction = _required(outputs, "outputs", "prediction")
     check_floating("outputs['prediction']", prediction)
@@ -730,8 +745,7 @@ def _prediction_and_label(
             "outputs['prediction'] must hold at least one sample (the DMMSA terms are means "
             "over the batch), got an empty batch of shape (0,)"
         )
-    y = _label(targets, "M", prediction)
-    return prediction, y.to(torch.promote_types(prediction.dtype, torch.float32))
+    return prediction, _label(targets, "M", prediction)
 
 
 def check_dmmsa_batch(
@@ -848,6 +862,12 @@ def _check_weighter(weighter: Weighter | None, dynamic: Sequence[str]) -> None:
         raise ValueError(
             f"weighter must weight the {len(dynamic)} dynamic task(s) {list(dynamic)}, "
             f"got a weighter with num_tasks={weighter.num_tasks}"
+        )
+    names = getattr(weighter, "task_names", None)
+    if names is not None and tuple(names) != tuple(dynamic):
+        raise ValueError(
+            f"weighter.task_names must name the dynamic tasks in their order {list(dynamic)} "
+            f"(its weights are read by position), got {list(names)}"
         )
 
 

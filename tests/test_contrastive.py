@@ -447,10 +447,26 @@ def _rounded(shape, scale, dtype, seed):
     return x.requires_grad_(True)
 
 
-def _plain_logits(x, others, temperature):
+def _plain_unit(x, scale, min_norm):
+    """``x / |x|`` in float64 on ``x = x_true / scale``; 0 where ``|x_true| < MIN_NORM``.
+
+    A vector below the library's MIN_NORM has no direction: its cosines are 0 and, through
+    ``torch.where``, its gradient is exactly 0.
+    """
+    norm = x.norm(dim=-1, keepdim=True)
+    has_direction = norm.detach() * scale >= min_norm
+    return torch.where(has_direction, x / torch.where(has_direction, norm, 1.0), 0.0)
+
+
+def no_direction_norm(dtype, temperature):
+    """Independently: MIN_NORM, or where 8 / (tau |x|) would exceed the dtype's largest value."""
+    return max(F.MIN_NORM, 8.0 / (temperature * torch.finfo(dtype).max))
+
+
+def _plain_logits(x, others, temperature, scale=1.0, dtype=f64):
     """Cosine logits by the textbook formula, in float64 on ``x / scale`` (scale invariant)."""
-    unit = x / x.norm(dim=-1, keepdim=True)
-    units = others / others.norm(dim=-1, keepdim=True)
+    min_norm = no_direction_norm(dtype, temperature)
+    unit, units = _plain_unit(x, scale, min_norm), _plain_unit(others, scale, min_norm)
     return (units * unit.unsqueeze(-2)).sum(dim=-1) / temperature
 
 
@@ -492,7 +508,8 @@ def _check_against_exact(loss, inputs, exact_loss, exact_grads, dtype, temperatu
 @given(extreme_inputs())
 def test_per_anchor_form_at_extreme_scales_has_the_exact_gradient(case):
     """Finite loss at any scale; the gradient is the exact one, finite wherever its size bound
-    2 / (tau |x|) fits the dtype (at the subnormal scale 1e-40 it does not: inf there)."""
+    2 / (tau |x|) fits the dtype; vectors below MIN_NORM (e.g. the subnormal scale 1e-40) have
+    no direction: cosine 0, gradient exactly 0."""
     dtype, scale, temperature, form, seed = case
     anchor = _rounded((6, 8), scale, dtype, seed)
     candidates = _rounded((6, 5, 8), scale, dtype, seed + 1)
@@ -508,9 +525,12 @@ def test_per_anchor_form_at_extreme_scales_has_the_exact_gradient(case):
     exact_loss, exact_grads = _exact_gradients(
         [anchor, candidates],
         scale,
-        lambda a, c: _plain_losses(_plain_logits(a, c, temperature), positive, valid, form).mean(),
+        lambda a, c: _plain_losses(
+            _plain_logits(a, c, temperature, scale, dtype), positive, valid, form
+        ).mean(),
     )
-    norm = lambda x: x.norm(dim=-1, keepdim=True)  # noqa: E731
+    floor = no_direction_norm(dtype, temperature)
+    norm = lambda x: x.norm(dim=-1, keepdim=True).clamp_min(floor)  # noqa: E731
     bounds = [lambda x: 2.0 / (temperature * norm(x)), lambda x: 1.0 / (temperature * norm(x))]
     _check_against_exact(
         loss, [anchor, candidates], exact_loss, exact_grads, dtype, temperature, bounds
@@ -535,11 +555,14 @@ def test_label_form_at_extreme_scales_has_the_exact_gradient(case):
         [embeddings],
         scale,
         lambda e: _plain_losses(
-            _plain_logits(e, e.expand(8, 8, 6), temperature), positive, valid, form
+            _plain_logits(e, e.expand(8, 8, 6), temperature, scale, dtype), positive, valid, form
         ).mean(),
     )
-    # As an anchor (2 / (tau |x|)) and as a candidate of the others (at most 2 / (tau |x|) in all).
-    bound = lambda x: 4.0 / (temperature * x.norm(dim=-1, keepdim=True))  # noqa: E731
+    # As an anchor (2 / (tau |x|)) and as a candidate of the others (at most 2 / (tau |x|) in all);
+    # 0 below MIN_NORM.
+    bound = lambda x: 4.0 / (  # noqa: E731
+        temperature * x.norm(dim=-1, keepdim=True).clamp_min(no_direction_norm(dtype, temperature))
+    )
     _check_against_exact(loss, [embeddings], exact_loss, exact_grads, dtype, temperature, [bound])
 
 
@@ -1260,3 +1283,95 @@ def test_has_text_anchored_pair_agrees_with_the_pairs_it_would_build(names) -> N
         return
     pairs = mt.text_anchored_pairs(**features)
     assert mt.has_text_anchored_pair(names) == bool(pairs.positive_mask.any())
+
+
+# ---------------------------------------------------------------------------------------------
+# Zero and vanishing vectors carry no direction: finite, bounded (zero) gradient in every loss
+# ---------------------------------------------------------------------------------------------
+
+DEGENERATE_SCALES = [0.0, 1e-45, 1e-40, 1e-20, 1e-7, 0.99e-6, "just below"]
+
+
+def _degenerate_scale(scale, dtype, temperature=0.5):
+    """A scale from DEGENERATE_SCALES; "just below": 0.99 of the dtype's no-direction norm."""
+    return 0.99 * no_direction_norm(dtype, temperature) if scale == "just below" else scale
+
+
+def _with_degenerate_rows(shape, scale, dtype, rows, seed=0):
+    """Random unit-scale vectors in ``dtype`` whose ``rows`` (first index) are at ``scale``."""
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=f64)
+    x = x / x.norm(dim=-1, keepdim=True)
+    x[rows] = x[rows] * scale
+    return x.to(dtype).requires_grad_(True)
+
+
+def _no_direction_reference(x, temperature=0.5):
+    """The same vectors with every one without direction replaced by an exact zero (float64)."""
+    floor = no_direction_norm(x.dtype, temperature)
+    x = x.detach().double()
+    return torch.where(x.norm(dim=-1, keepdim=True) < floor, 0.0, x)
+
+
+@pytest.mark.parametrize("scale", DEGENERATE_SCALES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, f64])
+@pytest.mark.parametrize("form", FORMS)
+def test_per_anchor_form_gives_vanishing_vectors_no_direction_and_zero_gradient(
+    scale, dtype, form
+):
+    """A dead ReLU (exact zero) or a vanishing row: cosine 0, gradient exactly 0, the others'
+    gradients finite and bounded by 2 / (tau * MIN_NORM); the loss is that of zero vectors."""
+    scale = _degenerate_scale(scale, dtype)
+    anchor = _with_degenerate_rows((4, 5), scale, dtype, [0, 2])
+    candidates = _with_degenerate_rows((4, 3, 5), scale, dtype, [1], seed=1)
+    positive = torch.tensor([True, False, False]).expand(4, 3)
+    loss = F.multi_nt_xent(anchor, candidates, positive, temperature=0.5, form=form)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert bool((anchor.grad[[0, 2]] == 0).all() and (candidates.grad[1] == 0).all())
+    bound = 2.0 / (0.5 * no_direction_norm(dtype, 0.5))
+    for grad in (anchor.grad, candidates.grad):
+        assert bool(torch.isfinite(grad).all()) and grad.abs().max() <= bound
+    expected = F.multi_nt_xent(
+        _no_direction_reference(anchor), _no_direction_reference(candidates), positive, form=form
+    )
+    tolerance = 1e-2 if dtype in (torch.float16, torch.bfloat16) else 1e-6
+    torch.testing.assert_close(loss.double(), expected, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("scale", DEGENERATE_SCALES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, f64])
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("create_graph", [False, True])
+def test_label_form_gives_vanishing_vectors_no_direction_and_zero_gradient(
+    scale, dtype, form, create_graph
+):
+    embeddings = _with_degenerate_rows((6, 5), _degenerate_scale(scale, dtype), dtype, [0, 3])
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    loss = F.multi_nt_xent_from_labels(embeddings, labels, form=form)
+    (grad,) = torch.autograd.grad(loss, embeddings, create_graph=create_graph)
+    assert torch.isfinite(loss)
+    assert bool((grad[[0, 3]] == 0).all() and torch.isfinite(grad).all())
+    assert grad.abs().max() <= 4.0 / (0.5 * no_direction_norm(dtype, 0.5))
+    expected = F.multi_nt_xent_from_labels(_no_direction_reference(embeddings), labels, form=form)
+    tolerance = 1e-2 if dtype == torch.float16 else 1e-6
+    torch.testing.assert_close(loss.double(), expected, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("scale", [0.0, 1e-40])
+def test_objective_terms_give_a_dead_feature_a_zero_gradient(scale):
+    """Every loss built on the cosine (the module, cl_loss with label-aware positives, and the
+    whole DMMSA objective): a dead T_s row gets no gradient, and nothing is non-finite."""
+    features = {
+        name: _with_degenerate_rows((4, 6), scale, torch.float32, [0], seed=i)
+        for i, name in enumerate(FEATURES)
+    }
+    outputs = {"prediction": torch.zeros(4, requires_grad=True), "features": features}
+    targets = {"M": torch.tensor([-0.9, -0.8, 0.7, 0.9])}
+    binning = mt.CoarseGrainedBinning.preset("sims", 3)
+    loss = mt.cl_loss(outputs, targets, label_binning=binning)
+    loss = loss + mt.MultiNTXentLoss()(features["T_s"], torch.stack(
+        [features["A_s"], features["V_s"]], dim=1), torch.ones(4, 2, dtype=torch.bool))
+    loss.backward()
+    for name, x in features.items():
+        assert bool(torch.isfinite(x.grad).all()), name
+        assert bool((x.grad[0] == 0).all()), name

@@ -595,3 +595,74 @@ def test_step_keeps_each_dynamic_tasks_stage_mean_by_name() -> None:
         assert means[name] == pytest.approx(
             sum(float(r.terms[name]) for r in results) / len(results), rel=1e-6)
     assert mt.MultiTaskObjective({"a": lambda o, t: o["x"].sum()}).last_stage_means == {}
+
+
+# ------------------------------------------------------- labels are binned in their own dtype
+LABEL_DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+PRESETS = [("sims", 2), ("sims", 3), ("sims", 5), ("mosi", 2), ("mosi", 3), ("mosi", 5),
+           ("mosi", 7)]
+
+
+@given(
+    preset=st.sampled_from(PRESETS),
+    label_dtype=st.sampled_from(LABEL_DTYPES),
+    prediction_dtype=st.sampled_from(LABEL_DTYPES),
+    edge=st.integers(0, 5),
+    offset=st.sampled_from([-1, 0, 1]),
+)
+def test_msc_and_label_positives_bin_the_label_in_its_own_dtype(
+    preset, label_dtype, prediction_dtype, edge, offset
+):
+    """The classes the MSC term and the label-aware positives use are exactly binning(y), for
+    labels next to a class edge, whatever the prediction's dtype (a float64 prediction once
+    moved float32 0.1 across the SIMS edge 0.1)."""
+    binning = mt.CoarseGrainedBinning.preset(*preset)
+    edges = binning.edges.tolist()
+    value = torch.tensor(edges[edge % len(edges)], dtype=label_dtype)
+    if offset:  # the neighbouring representable value of the label's dtype
+        value = torch.nextafter(value.float(), torch.tensor(offset * 10.0)).to(label_dtype)
+    y = torch.stack([value, -value, torch.zeros((), dtype=label_dtype)])
+    classes = binning(y)
+    logits = F.one_hot(classes, binning.num_classes).to(prediction_dtype) * 30.0
+    outputs = {"prediction": torch.zeros(3, dtype=prediction_dtype), "logits": logits}
+    msc = mt.msc_loss(outputs, {"M": y}, binning=binning)
+    assert msc.item() < 1e-6  # the logits point at binning(y): a mis-binned label costs ~30
+    features = {"T_s": torch.randn(3, 4, generator=torch.Generator().manual_seed(0))}
+    features["T_s"] = features["T_s"].to(prediction_dtype)
+    got = mt.cl_loss({**outputs, "features": features}, {"M": y}, label_binning=binning)
+    expected = mt.functional.multi_nt_xent_from_labels(features["T_s"], classes)
+    assert got is not None, "label-aware positives must give a term"
+    torch.testing.assert_close(got, expected)
+
+
+def test_msc_bins_the_reported_float32_label_with_a_float64_prediction():
+    binning = mt.CoarseGrainedBinning.preset("sims", 3)
+    y = torch.tensor([0.1, -0.1, 0.7])  # float32: classes 1, 0, 2
+    logits = torch.eye(3, dtype=torch.float64)[[1, 0, 2]] * 10.0
+    outputs = {"prediction": torch.zeros(3, dtype=torch.float64), "logits": logits}
+    assert binning(y).tolist() == [1, 0, 2]
+    assert mt.msc_loss(outputs, {"M": y}, binning=binning).item() < 1e-3  # not 3.33
+
+
+# ----------------------------------------------------------- the weighter's task order
+@pytest.mark.parametrize(
+    "names", [["CL", "Uni"], ["Uni", "MSC"], ["uni", "cl"]]
+)
+def test_a_weighter_named_for_other_tasks_or_another_order_is_refused(names):
+    with pytest.raises(ValueError, match=r"weighter.task_names must name the dynamic tasks in "
+                       r"their order \['Uni', 'CL'\].*got \[" + repr(names[0])):
+        mt.MultiTaskObjective.dmmsa(
+            binning=mt.CoarseGrainedBinning.preset("mosi", 3),
+            weighting=mt.GDWGWeighter(2, task_names=names),
+        )
+    with pytest.raises(ValueError, match="weighter.task_names"):
+        mt.MultiTaskObjective(
+            {"a": lambda o, t: None, "Uni": lambda o, t: None, "CL": lambda o, t: None},
+            dynamic=["Uni", "CL"], weighter=mt.DWAWeighter(2, task_names=names),
+        )
+
+
+def test_a_weighter_named_in_the_dynamic_order_or_unnamed_is_accepted():
+    binning = mt.CoarseGrainedBinning.preset("mosi", 3)
+    for weighter in (mt.GDWGWeighter(2, task_names=["Uni", "CL"]), mt.GDWGWeighter(2)):
+        assert mt.MultiTaskObjective.dmmsa(binning=binning, weighting=weighter).weighter is weighter
