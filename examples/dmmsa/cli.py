@@ -358,8 +358,10 @@ def resolve_config(args: argparse.Namespace, facts: data.DataFacts,
     _switch_cl(config, args, say)
     phases = [f"pretrain_{m}" for m in config.model.modalities] if args.stage != "fusion" else []
     phases += ["fusion"] if args.stage != "pretrain" else []
+    path = Path(path if path is not None else data_path(args))
     return configs.freeze(configs.RunConfig(
-        experiment=config, data=str(path if path is not None else data_path(args)),
+        experiment=config, data=str(path.resolve()),
+        data_sha256=data.file_digest(path) if path.is_file() else "",
         objective=args.objective, stage=args.stage, phases=tuple(phases),
         limit_batches=args.limit_batches, inject_nan=args.inject_nan,
         constrain_prediction=args.constrain_prediction))

@@ -19,7 +19,11 @@ Examples (``$DATA`` is your folder of pickles, e.g. made by ``python -m dmmsa.pr
     python -m dmmsa.compare --data $DATA/fold*.pkl --config mosi400 --seeds 1 12 \\
         --variants baseline dmmsa sg warmup --selection --out runs/study
 
-A run whose ``results.json`` exists is skipped: rerun the same command to resume. Outputs in
+A run whose ``results.json`` exists is skipped: rerun the same command to resume. It is re-used
+only when it was made with the settings this command gives it (the fingerprint in its
+``config.json``: the variant's flags, the preset, the data's resolved path and content); a
+finished run made with other settings is refused before anything is trained, with the setting
+that differs named. One ``compare`` at a time per ``--out`` (``OUT/.lock``). Outputs in
 ``--out``: ``fold<k>/seed<s>/{pretrain,<variant>}/`` (train.py's folders), ``logs/``,
 ``table.md`` / ``table.json`` (test metrics: mean ± std over seeds of each seed's fold mean, per
 fold, the pretrained text model alone, what the fusion stage adds, the paired test against each
@@ -32,6 +36,7 @@ row); with ``--selection``: ``selection.md`` / ``selection.json`` and
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -40,13 +45,15 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from dmmsa import configs
+from dmmsa import configs, runlock
 
-__all__ = ["VARIANT_FLAGS", "VARIANT_NAMES", "Job", "MissingPretrained", "hardware", "main",
-           "parse_args", "plan", "run_jobs", "variant_label"]
+__all__ = ["VARIANT_FLAGS", "VARIANT_NAMES", "Job", "MissingPretrained", "changed_cells",
+           "hardware", "main", "parse_args", "plan", "run_jobs", "variant_label"]
 
 HERE = Path(__file__).resolve().parent
 TRAIN = HERE / "train.py"
@@ -250,6 +257,51 @@ def plan(args: argparse.Namespace) -> list[Job]:
     return jobs
 
 
+def changed_cells(jobs: Sequence[Job]) -> list[str]:
+    """Each finished ``train.py`` cell whose settings are not those its flags give now.
+
+    A cell's ``config.json`` holds the fingerprint of what it trained (``configs.fingerprint``:
+    every setting, the data by resolved path and content digest); the fingerprint that this
+    command's flags give the cell is resolved here, as ``train.py`` would, without training.
+    """
+    from dmmsa import cli
+
+    facts: dict[tuple[str, object], Any] = {}
+    changed = []
+    for job in jobs:
+        if job.script != TRAIN or not job.done:
+            continue
+        args = cli.parse_args(job.argv)
+        path = cli.data_path(args)
+        key = (str(path.resolve()), cli.load_range(args))
+        if key not in facts:
+            facts[key] = _facts(path, key[1])
+        now = configs.fingerprint(cli.resolve_config(args, facts[key], path, log=None))
+        saved = _saved_fingerprint(job.out / "config.json")
+        differences = (["(no fingerprint: written by an older train.py)"] if saved is None
+                       else configs.fingerprint_differences(saved, now))
+        if differences:
+            changed.append(f"{job.name} in {job.out}: {'; '.join(differences[:3])}"
+                           + ("; ..." if len(differences) > 3 else ""))
+    return changed
+
+
+def _facts(path: Path, label_range: object) -> Any:
+    from dmmsa import data
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", data.MMSADataWarning)  # train.py reports them
+        return data.facts_of(data.load_mmsa(path, label_range=label_range))  # type: ignore[arg-type]
+
+
+def _saved_fingerprint(config_json: Path) -> dict[str, str] | None:
+    try:
+        saved = json.loads(config_json.read_text()).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
 def _finished(job: Job, failed: list[Job], keep_checkpoints: bool) -> None:
     code = job.process.poll() if job.process else 0
     job.returncode = code
@@ -335,11 +387,21 @@ def main(argv: Sequence[str] | None = None, args: argparse.Namespace | None = No
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv) if args is None else args
     started = time.perf_counter()
-    failed: list[Job] = []
-    if not args.report_only:
-        failed = run_jobs(plan(args), args.jobs, args.out / "logs", args.keep_checkpoints)
-    compare_tables.write_report(args, argv, time.perf_counter() - started,
-                                hardware(getattr(args, "threads", 1)))
+    with runlock.hold_output(args.out, "compare"):
+        jobs = plan(args)
+        changed = changed_cells(jobs)
+        if changed:
+            raise SystemExit(
+                f"compare: error: --out {args.out}: {len(changed)} finished run(s) were made "
+                f"with other settings than this command gives them, and would be reported "
+                f"under it: {changed[0]}" + (f" (and {len(changed) - 1} more)"
+                                             if len(changed) > 1 else "")
+                + ". Delete those folders to train them again, or choose another --out")
+        failed: list[Job] = []
+        if not args.report_only:
+            failed = run_jobs(jobs, args.jobs, args.out / "logs", args.keep_checkpoints)
+        compare_tables.write_report(args, argv, time.perf_counter() - started,
+                                    hardware(getattr(args, "threads", 1)))
     return 1 if failed else 0
 
 

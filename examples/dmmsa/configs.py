@@ -448,7 +448,10 @@ class RunConfig(_Freezable):
     Attributes:
         experiment: the preset with the command line's overrides and the data's widths and
             modalities applied.
-        data: the MMSA feature file.
+        data: the MMSA feature file, its path resolved (absolute, links followed).
+        data_sha256: the SHA-256 of its content (``""``: not measured); with ``data`` it names
+            the data in the fingerprint, so a file named by another spelling is the same data
+            and a file changed in place is not.
         objective: ``"dmmsa"`` or ``"baseline"`` (the plain regression losses).
         stage: ``"pretrain"``, ``"fusion"`` or ``"both"``.
         phases: the phases trained for each seed, in order (``"pretrain_T"``, ..., ``"fusion"``).
@@ -459,6 +462,7 @@ class RunConfig(_Freezable):
 
     experiment: ExperimentConfig
     data: str
+    data_sha256: str = ""
     objective: str = "dmmsa"
     stage: str = "both"
     phases: tuple[str, ...] = ()

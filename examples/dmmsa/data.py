@@ -58,6 +58,7 @@ from typing import Any
 import numpy as np
 
 from dmmsa.checks import is_real
+from dmmsa.data_facts import DataFacts, facts_of, file_digest
 from dmmsa.split_checks import (
     MMSADataError,
     MMSADataWarning,
@@ -81,6 +82,7 @@ __all__ = [
     "MMSADataWarning",
     "MMSASplit",
     "facts_of",
+    "file_digest",
     "load_mmsa",
     "parse_mmsa",
 ]
@@ -501,47 +503,3 @@ def load_mmsa(
     for message in messages:
         warnings.warn(message, MMSADataWarning, stacklevel=2)
     return result
-
-
-@dataclass(frozen=True)
-class DataFacts:
-    """What a feature file holds, for the one function that resolves the configuration.
-
-    Attributes:
-        feature_dims: ``{"T": d_t, "A": da, "V": dv}`` (``None`` for what the file lacks;
-            ``"T"`` is ``None`` when the file has token ids only), as
-            :attr:`MMSASplit.feature_dims`.
-        modalities: the modalities present, in the order ``"T", "A", "V"``.
-        unimodal_labels: the unimodal labels the file has (``("T", "A", "V")`` for CH-SIMS,
-            ``()`` for MOSI and MOSEI).
-        label_bound: the largest ``|y|`` of the multimodal labels over every split (``None``:
-            not measured); CH-SIMS's lie in ``[-1, 1]``, MOSI's and MOSEI's in ``[-3, 3]``.
-        clips: the number of clips over every split (0: not counted).
-    """
-
-    feature_dims: dict[str, int | None]
-    modalities: tuple[str, ...]
-    unimodal_labels: tuple[str, ...]
-    label_bound: float | None = None
-    clips: int = 0
-
-
-def facts_of(splits: Mapping[str, MMSASplit]) -> DataFacts:
-    """The :class:`DataFacts` of a loaded file (its splits agree: :func:`load_mmsa` checks it).
-
-    Example:
-        >>> import numpy as np
-        >>> split = MMSASplit(ids=["v$_$0"], raw_text=["ok"], text=np.zeros((1, 4, 8), np.float32),
-        ...                   text_bert=None, audio=None, vision=None, audio_lengths=None,
-        ...                   vision_lengths=None, labels={"M": np.zeros(1, np.float32)})
-        >>> facts_of({"train": split})
-        DataFacts(feature_dims={'T': 8, 'A': None, 'V': None}, modalities=('T',), \
-unimodal_labels=(), label_bound=0.0, clips=1)
-    """
-    train = splits["train"] if "train" in splits else next(iter(splits.values()))
-    unimodal = tuple(m for m in ("T", "A", "V") if m in train.labels)
-    bound = max((float(np.abs(split.labels["M"]).max()) for split in splits.values()
-                 if len(split.labels["M"])), default=0.0)
-    clips = sum(len(split.labels["M"]) for split in splits.values())
-    return DataFacts(train.feature_dims, train.modalities, unimodal, bound, clips)
-

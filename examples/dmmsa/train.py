@@ -40,6 +40,13 @@ everything ``--resume`` needs), ``seed<s>/pretrained.pt`` (the model after pre-t
 std), ``results.md`` (our test metrics beside the paper's), ``val_mae.png`` (Fig. 4) and
 ``task_weights.png`` (the weights of the weighted tasks per epoch). A seed's ``checkpoint.pt``
 is deleted when the seed has finished (``--keep-checkpoint`` keeps it).
+
+A run folder describes one run. ``seed<s>/result.json`` carries the fingerprint of the settings
+that made it (``configs.fingerprint``: every setting, the data by resolved path and content
+digest), and ``--resume`` re-uses a finished seed only when it matches (else the seed is
+trained again, and the log says which setting differed). While a run writes, ``OUT/.lock``
+names it: a second ``train.py`` on the same ``--out`` is refused with the holder's pid, and the
+lock of a process that died is taken over.
 """
 
 from __future__ import annotations
@@ -53,7 +60,7 @@ from typing import Any
 
 import torch
 
-from dmmsa import batching, cli, configs, data, objectives, synthetic
+from dmmsa import batching, cli, configs, data, objectives, runlock, synthetic
 from dmmsa.distributed import Dist
 from dmmsa.evaluation import TrainingStopped
 from dmmsa.reporting import plot_curves, results_table, summarize, write_json
@@ -159,6 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     elif args.config == "synthetic" and args.device != "cuda":
         # OpenMP threads cost more than they give on 64-wide layers (10x slower on a busy machine)
         torch.set_num_threads(1)
+    with runlock.hold_output(args.out, "train.py"):
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
+    """Set the run up, train every seed and report (``--out`` is held by this process)."""
     run = setup(args)
     record_config(run)
     run.log(f"{objectives.run_name(run.config)} on {run.experiment.name} ({run.metric_set} "

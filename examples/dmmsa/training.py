@@ -397,8 +397,9 @@ def run_seed(run: Run, seed: int) -> dict[str, Any]:
     seed_dir = run.args.out / f"seed{seed}"
     result_path = seed_dir / "result.json"
     if run.args.resume and result_path.exists():
-        run.log(f"seed {seed}: finished earlier, reading {result_path}")
-        return json.loads(result_path.read_text())
+        finished = _finished_result(run, seed, result_path)
+        if finished is not None:
+            return finished
     if run.dist.main:
         seed_dir.mkdir(parents=True, exist_ok=True)
     run.dist.barrier()
@@ -421,11 +422,34 @@ def run_seed(run: Run, seed: int) -> dict[str, Any]:
         if run.dist.main:
             atomic_save(model.state_dict(), seed_dir / "model_best.pt")
     result["wall_seconds"] = round(time.perf_counter() - started, 2)
-    if run.dist.main:
-        write_json(result, result_path)
+    if run.dist.main:  # the settings that made it: --resume re-uses it only when they match
+        write_json({**result, "fingerprint": run.fingerprint}, result_path)
         if not run.args.keep_checkpoint:  # finished: result.json is what --resume reads back
             checkpointer.path.unlink(missing_ok=True)
     return result
+
+
+def _finished_result(run: Run, seed: int, result_path: Path) -> dict[str, Any] | None:
+    """A finished seed's result, if the settings that made it are this run's (else ``None``).
+
+    A run directory can hold a seed finished with other settings: a run without ``--resume``
+    that rewrote ``config.json`` and was stopped before it reached that seed.
+    """
+    try:
+        saved = json.loads(result_path.read_text())
+    except (OSError, ValueError) as error:
+        run.log(f"seed {seed}: {result_path} is unreadable ({error}); training it again")
+        return None
+    made_with = saved.pop("fingerprint", None) if isinstance(saved, dict) else None
+    changed = (["(no fingerprint: written by an older train.py)"] if made_with is None
+               else configs.fingerprint_differences(made_with, run.fingerprint))
+    if changed:
+        run.log(f"seed {seed}: {result_path} was made with other settings (saved → now: "
+                f"{'; '.join(changed[:4])}{'; ...' if len(changed) > 4 else ''}); training it "
+                "again")
+        return None
+    run.log(f"seed {seed}: finished earlier, reading {result_path} (made with these settings)")
+    return saved
 
 
 def _start_model(run: Run, seed: int, seed_dir: Path, checkpoint: dict[str, Any] | None,
