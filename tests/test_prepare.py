@@ -71,7 +71,7 @@ def _write_tiny_bert(folder: Path) -> None:
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *HANZI]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     config = BertConfig(vocab_size=len(vocab), hidden_size=8, num_hidden_layers=1,
-                        num_attention_heads=2, intermediate_size=16, max_position_embeddings=32)
+                        num_attention_heads=2, intermediate_size=16, max_position_embeddings=64)
     torch.manual_seed(0)
     BertModel(config).save_pretrained(folder)
     (folder / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))

@@ -7,8 +7,11 @@
   label,mode``, the 400-clip subset's ``id,video_id,clip_id,text,label,mode``, or MMSA's raw
   ``label.csv`` (``video_id,clip_id,text,label,[label_T,label_A,label_V,]annotation,mode``) of
   CH-SIMS, CMU-MOSI, CMU-MOSEI or a dataset of your own;
-- optionally a folder of audio files ``<video_id>_<clip_id>.flac`` (or ``.wav``), turned into 44
-  librosa features per 40 ms frame (:mod:`dmmsa.prepare_audio`);
+- optionally a folder of audio files, turned into 44 librosa features per 40 ms frame
+  (:mod:`dmmsa.prepare_audio`): flat ``<video_id>_<clip_id>.<ext>`` or nested
+  ``<video_id>/<clip_id>.<ext>`` (MMSA's ``Raw/`` folders), detected per clip and said in the
+  log; ``<ext>`` is ``.flac``, ``.wav``, or a container whose audio track is read (``.mp4``,
+  ``.mkv``, ``.avi``, ``.m4a``, through PyAV);
 - optionally an ``.npz`` of visual features: ``ids [N]`` (``<video_id>_<clip_id>``) and
   ``features [N, d]`` (one vector per clip, stored as ``Lv = 1``) or ``[N, T, d]`` (with optional
   ``lengths [N]``);
@@ -56,13 +59,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from dmmsa import runlock
 from dmmsa.prepare_labels import OUTPUT_SPLITS, PrepareError
 from dmmsa.prepare_steps import (
     GIB,
@@ -72,10 +77,12 @@ from dmmsa.prepare_steps import (
     PrepareOptions,
     SplitOptions,
     assemble,
+    check_outputs,
     compute_features,
     read_inputs,
     split_clips,
     write_pickle,
+    write_text_atomically,
 )
 
 __all__ = [
@@ -161,9 +168,17 @@ def prepare(labels: str | Path, out: str | Path, options: PrepareOptions | None 
     """
     options = options or PrepareOptions()
     options.check()
+    out = Path(out)
+    check_outputs(labels, out, options)
     say = log or (lambda _msg: None)
-    out, timing, t_all = Path(out), {}, time.perf_counter()
-    inputs = read_inputs(labels, options)
+    with runlock.hold_file(out, "prepare", say):
+        return _prepare(labels, out, options, say)
+
+
+def _prepare(labels: str | Path, out: Path, options: PrepareOptions, say: Log) -> dict:
+    """The steps of :func:`prepare`, with ``out`` checked and held by this process."""
+    timing, t_all = {}, time.perf_counter()
+    inputs = read_inputs(labels, options, say)
     parts = split_clips(inputs.clips, options.split, labels)
     timing["read_and_validate_s"] = time.perf_counter() - t_all
     say(f"prepare: {len(inputs.clips)} clips from {len({c.video_id for c in inputs.clips})} "
@@ -175,8 +190,7 @@ def prepare(labels: str | Path, out: str | Path, options: PrepareOptions | None 
     timing["assemble_and_write_s"] = time.perf_counter() - t
     timing["total_s"] = time.perf_counter() - t_all
     summary = summarize(labels, out, inputs, parts, features, data, options, timing)
-    with out.with_name(out.name + ".json").open("w") as f:
-        json.dump(summary, f, indent=1)
+    write_text_atomically(out.with_name(out.name + ".json"), json.dumps(summary, indent=1))
     report(summary, say)
     return summary
 
@@ -187,10 +201,34 @@ def prepare(labels: str | Path, out: str | Path, options: PrepareOptions | None 
 def _text_len(value: str) -> int | str:
     if value == "auto":
         return value
+    return _int_at_least(2)(value)
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= ``low`` (the message names the value)."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = None
+        if number is None or number < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value!r}")
+        return number
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def _gib(value: str) -> float:
+    """An argparse type: a finite number of GiB > 0."""
     try:
-        return int(value)
+        number = float(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {value!r}") from None
+        number = math.nan
+    if not (math.isfinite(number) and number > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number of GiB > 0, got {value!r}")
+    return number
 
 
 def build_parser(text_len_default: int | str = "auto",
@@ -206,7 +244,8 @@ def build_parser(text_len_default: int | str = "auto",
                    help="label CSV: id,text,label,mode; id,video_id,clip_id,text,label,mode; or "
                    "MMSA's video_id,clip_id,text,label,[label_T,label_A,label_V,]annotation,mode")
     p.add_argument("--out", required=True, help="pickle to write; <out>.json gets the summary")
-    p.add_argument("--audio-dir", help="folder of <id>.flac/<id>.wav (id: <video_id>_<clip_id>); "
+    p.add_argument("--audio-dir", help="folder of <video_id>_<clip_id>.<ext> or (MMSA's Raw/) "
+                   "<video_id>/<clip_id>.<ext>, <ext> one of .flac .wav .mp4 .mkv .avi .m4a; "
                    "absent: no audio keys")
     p.add_argument(
         "--visual", help=".npz with ids and features [N,d] or [N,T,d]; absent: no vision keys"
@@ -223,22 +262,27 @@ def build_parser(text_len_default: int | str = "auto",
         help="also store the encoder's token features as 'text' [N,L,d]",
     )
     p.add_argument("--split", choices=("official", "grouped-kfold"), default="official")
-    p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--fold", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0, help="seed of the grouped fold assignment")
-    p.add_argument("--valid-videos", type=int, default=2,
+    p.add_argument("--labels-encoding", default=None,
+                   help="text encoding of --labels (default: UTF-8, with or without the "
+                   "byte-order mark Excel writes); e.g. gbk, latin-1")
+    p.add_argument("--folds", type=_int_at_least(2), default=5)
+    p.add_argument("--fold", type=_int_at_least(0), default=0)
+    p.add_argument("--seed", type=_int_at_least(0), default=0,
+                   help="seed of the grouped fold assignment")
+    p.add_argument("--valid-videos", type=_int_at_least(1), default=2,
                    help="whole training videos held out for validation (grouped-kfold)")
-    p.add_argument("--audio-max-frames", type=int, default=375)
+    p.add_argument("--audio-max-frames", type=_int_at_least(1), default=375)
     p.add_argument(
         "--audio-cache",
         default="auto",
         help="feature cache .npz; 'auto': audio_features_cache.npz beside --out; 'none': no cache",
     )
     p.add_argument("--normalize", choices=("train", "none"), default="train")
-    p.add_argument("--max-memory", type=float,
+    p.add_argument("--max-memory", type=_gib,
                    help="GiB the pickle's arrays may take; refused above (default: the memory "
                    "available when preparation starts)")
-    p.add_argument("--threads", type=int, help="torch threads for the text encoder")
+    p.add_argument("--threads", type=_int_at_least(1),
+                   help="torch threads for the text encoder")
     return p
 
 
@@ -255,6 +299,7 @@ def options_from_args(args: argparse.Namespace) -> PrepareOptions:
         audio_cache=None if args.audio_cache == "none" else args.audio_cache,
         normalize=args.normalize,
         max_memory=None if args.max_memory is None else int(args.max_memory * GIB),
+        labels_encoding=args.labels_encoding,
     )
 
 

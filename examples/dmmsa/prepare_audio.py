@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from dmmsa.prepare_labels import PrepareError, few
 __all__ = [
     "AUDIO_EXTENSIONS",
     "AudioFeatures",
+    "CONTAINER_EXTENSIONS",
     "audio_features",
     "block_mean",
     "cap_frames",
@@ -39,7 +41,10 @@ __all__ = [
     "load_waveform",
 ]
 
-AUDIO_EXTENSIONS = (".flac", ".wav")
+CONTAINER_EXTENSIONS = (".mp4", ".mkv", ".avi", ".m4a")
+"""Containers whose audio track is read (through PyAV), as in MMSA's raw ``Raw/`` folders."""
+AUDIO_EXTENSIONS = (".flac", ".wav", *CONTAINER_EXTENSIONS)
+"""The extensions tried for a clip's audio, in this order."""
 
 
 @dataclass(frozen=True)
@@ -92,16 +97,20 @@ class AudioFeatures:
 def load_waveform(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
     """Read an audio file as float32 mono at ``sample_rate`` (channels averaged, soxr resampling).
 
+    ``.flac``/``.wav`` are read with soundfile; the audio track of a container (``.mp4``,
+    ``.mkv``, ``.avi``, ``.m4a``, as in MMSA's ``Raw/`` folders) is decoded with PyAV (``av``,
+    which ships its own FFmpeg), then resampled the same way.
+
     Raises:
-        PrepareError: unreadable or empty file.
+        PrepareError: unreadable or empty file, or a container without an audio stream.
     """
     import librosa
-    import soundfile
 
-    try:
-        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except Exception as err:  # soundfile raises its own LibsndfileError / RuntimeError
-        raise PrepareError(f"audio: cannot read {str(path)!r}: {err}") from err
+    path = Path(path)
+    if path.suffix.lower() in CONTAINER_EXTENSIONS:
+        data, rate = _decode_container(path)
+    else:
+        data, rate = _read_sound_file(path)
     if data.shape[0] == 0:
         raise PrepareError(f"audio: {str(path)!r} holds no samples")
     y = data.mean(axis=1)
@@ -110,6 +119,45 @@ def load_waveform(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
     if not np.all(np.isfinite(y)):
         raise PrepareError(f"audio: {str(path)!r} holds NaN or infinite samples")
     return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def _read_sound_file(path: Path) -> tuple[np.ndarray, int]:
+    """``[samples, channels]`` float32 and the rate of a ``.flac``/``.wav`` file."""
+    import soundfile
+
+    try:
+        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except Exception as err:  # soundfile raises its own LibsndfileError / RuntimeError
+        raise PrepareError(f"audio: cannot read {str(path)!r}: {err}") from None
+    return data, int(rate)
+
+
+def _decode_container(path: Path) -> tuple[np.ndarray, int]:
+    """``[samples, channels]`` float32 and the rate of a container's first audio stream."""
+    try:
+        import av
+    except ImportError:
+        raise PrepareError(f"audio: reading {str(path)!r} needs PyAV (pip install av)") from None
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise PrepareError(f"audio: {str(path)!r} has no audio stream (clip "
+                                   f"{path.parent.name}/{path.stem}); give its audio as a "
+                                   ".wav or .flac file instead")
+            stream = container.streams.audio[0]
+            planar = av.AudioResampler(format="fltp", layout=stream.layout.name,
+                                       rate=stream.rate)
+            chunks = [frame.to_ndarray() for decoded in container.decode(stream)
+                      for frame in planar.resample(decoded)]
+            chunks += [frame.to_ndarray() for frame in planar.resample(None)]
+            rate = stream.rate
+    except PrepareError:
+        raise
+    except (av.FFmpegError, OSError, ValueError) as err:
+        raise PrepareError(f"audio: cannot decode {str(path)!r}: {err}") from None
+    if not chunks:
+        return np.zeros((0, 1), np.float32), int(rate)
+    return np.concatenate(chunks, axis=1).T.astype(np.float32), int(rate)
 
 
 def block_mean(x: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -188,31 +236,67 @@ def audio_features(y: np.ndarray, config: AudioFeatures = AudioFeatures()) -> np
     return block_mean(per_frame, starts)
 
 
-def find_audio_files(folder: str | Path, ids: Sequence[str]) -> dict[str, Path]:
-    """The audio file ``<id>.flac`` (else ``<id>.wav``) of every clip id.
+def find_audio_files(folder: str | Path, ids: Sequence[str],
+                     video_clip: Sequence[tuple[str, str]] | None = None,
+                     log: Callable[[str], None] | None = None) -> dict[str, Path]:
+    """The audio file of every clip id, in either layout, detected per clip and reported.
+
+    - flat: ``<folder>/<video_id>_<clip_id>.<ext>`` (the clip id);
+    - nested, as MMSA's raw datasets (and MMSA-FET) keep them:
+      ``<folder>/<video_id>/<clip_id>.<ext>`` (needs ``video_clip``).
+
+    ``<ext>`` is tried in the order of :data:`AUDIO_EXTENSIONS`: ``.flac``, ``.wav``, then the
+    containers ``.mp4``, ``.mkv``, ``.avi``, ``.m4a`` (their audio track).
+
+    Args:
+        folder: the audio folder (e.g. MMSA's ``Raw/``).
+        ids: the clip ids, ``<video_id>_<clip_id>``.
+        video_clip: ``(video_id, clip_id)`` of each id, for the nested layout.
+        log: where the layout found is said.
 
     Raises:
-        PrepareError: folder missing, or files missing for some ids (a few are named).
+        PrepareError: folder missing; files missing for some ids (a few are named); a clip
+            that has a file in both layouts (one such clip is named).
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise PrepareError(f"audio_dir: expected an existing folder, got {str(folder)!r}")
+    pairs = list(video_clip) if video_clip is not None else [(None, None)] * len(ids)
     found: dict[str, Path] = {}
     missing: list[str] = []
-    for clip_id in ids:
-        for ext in AUDIO_EXTENSIONS:
-            candidate = folder / f"{clip_id}{ext}"
-            if candidate.is_file():
-                found[clip_id] = candidate
-                break
-        else:
+    layouts = {"flat": 0, "nested": 0}
+    for clip_id, (video, clip) in zip(ids, pairs):
+        flat = _first_file(folder, clip_id)
+        nested = _first_file(folder / video, clip) if video and clip else None
+        if flat is not None and nested is not None:
+            raise PrepareError(f"audio_dir: {str(folder)!r} holds clip {clip_id!r} in both "
+                               f"layouts ({flat.name} and {video}/{nested.name}); keep one")
+        if flat is None and nested is None:
             missing.append(clip_id)
+            continue
+        found[clip_id] = flat or nested  # type: ignore[assignment]
+        layouts["flat" if flat is not None else "nested"] += 1
     if missing:
         raise PrepareError(
-            f"audio_dir: no audio file (<id>.flac or <id>.wav) in {str(folder)!r} for "
-            f"{len(missing)} of {len(ids)} clips: {few(missing)}"
+            f"audio_dir: no audio file (<video_id>_<clip_id>.<ext> or "
+            f"<video_id>/<clip_id>.<ext>, <ext> one of {', '.join(AUDIO_EXTENSIONS)}) in "
+            f"{str(folder)!r} for {len(missing)} of {len(ids)} clips: {few(missing)}"
         )
+    if log is not None:
+        said = [f"{n} {name} (" + ("<video_id>_<clip_id>.<ext>" if name == "flat"
+                                   else "<video_id>/<clip_id>.<ext>") + ")"
+                for name, n in layouts.items() if n]
+        log(f"  audio: {str(folder)!r} layout: {' and '.join(said)}")
     return found
+
+
+def _first_file(folder: Path, stem: str) -> Path | None:
+    """``folder/<stem><ext>`` for the first extension of :data:`AUDIO_EXTENSIONS` that exists."""
+    for ext in AUDIO_EXTENSIONS:
+        candidate = folder / f"{stem}{ext}"
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def _file_signature(path: Path) -> str:
@@ -220,18 +304,27 @@ def _file_signature(path: Path) -> str:
     return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
 
 
-def _read_cache(path: Path, settings: str) -> dict[str, tuple[str, np.ndarray]]:
+def _read_cache(path: Path, settings: str, log: Callable[[str], None] | None = None,
+                ) -> dict[str, tuple[str, np.ndarray]]:
+    """The cache's entries; ``{}`` (and a line in the log) for one that is unreadable,
+    truncated or made with other settings: it is recomputed, never trusted."""
     if not path.is_file():
         return {}
+    say = log or (lambda _message: None)
     try:
         with np.load(path, allow_pickle=False) as z:
             if str(z["settings"]) != settings:
+                say(f"  audio: cache {str(path)!r} was made with other settings; recomputing")
                 return {}
             ids, sigs, lengths = z["ids"].tolist(), z["signatures"].tolist(), z["lengths"]
             frames = z["frames"]
-    except (OSError, KeyError, ValueError):
-        return {}  # an unreadable or foreign cache is recomputed, not trusted
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        if len(ids) != len(sigs) or len(ids) != len(lengths) or offsets[-1] != len(frames):
+            raise ValueError("its index does not match its frames")
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        say(f"  audio: cache {str(path)!r} is unreadable ({type(error).__name__}: {error}); "
+            "recomputing")
+        return {}
     return {i: (s, frames[offsets[k] : offsets[k + 1]]) for k, (i, s) in enumerate(zip(ids, sigs))}
 
 
@@ -239,15 +332,18 @@ def _write_cache(path: Path, settings: str, entries: Mapping[str, tuple[str, np.
     ids = sorted(entries)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
-    np.savez(
-        tmp,
-        settings=np.array(settings),
-        ids=np.array(ids, dtype=str),
-        signatures=np.array([entries[i][0] for i in ids], dtype=str),
-        lengths=np.array([len(entries[i][1]) for i in ids], dtype=np.int64),
-        frames=np.concatenate([entries[i][1] for i in ids], axis=0).astype(np.float32),
-    )
-    os.replace(tmp, path)
+    try:
+        np.savez(
+            tmp,
+            settings=np.array(settings),
+            ids=np.array(ids, dtype=str),
+            signatures=np.array([entries[i][0] for i in ids], dtype=str),
+            lengths=np.array([len(entries[i][1]) for i in ids], dtype=np.int64),
+            frames=np.concatenate([entries[i][1] for i in ids], axis=0).astype(np.float32),
+        )
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def compute_audio_features(
@@ -269,7 +365,7 @@ def compute_audio_features(
         computed rather than read from the cache.
     """
     settings = json.dumps(asdict(config), sort_keys=True)
-    entries = _read_cache(Path(cache), settings) if cache is not None else {}
+    entries = _read_cache(Path(cache), settings, log) if cache is not None else {}
     out: dict[str, np.ndarray] = {}
     computed = 0
     start = time.perf_counter()

@@ -22,6 +22,7 @@ Splits: ``official`` reads the ``mode`` column (``train``, ``valid`` or ``dev``,
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -101,24 +102,64 @@ class Clip:
         return f"{self.video_id}$_${self.clip_id}"
 
 
-def _read_rows(path: Path) -> tuple[str, list[str], list[dict[str, str]]]:
+def _decode(path: Path, encoding: str | None) -> str:
+    """The text of the label file: UTF-8 (a byte-order mark, as Excel writes, is dropped) unless
+    ``encoding`` names another; undecodable bytes are an error that says where and what to do."""
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise PrepareError(f"labels: {str(path)!r} cannot be read ({error.strerror or error})"
+                           ) from None
+    chosen = encoding or "utf-8-sig"
+    try:
+        return raw.decode(chosen)
+    except LookupError:
+        raise PrepareError(f"labels_encoding: expected a text encoding Python knows (e.g. "
+                           f"utf-8, gbk, latin-1), got {encoding!r}") from None
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise PrepareError(
+            f"labels: {str(path)!r} is not {encoding or 'UTF-8'} text (line {line}, byte "
+            f"{error.start}: {raw[error.start:error.start + 2]!r}); save it as UTF-8, or name its "
+            "encoding with --labels-encoding (e.g. gbk, latin-1)") from None
+
+
+def _read_rows(path: Path, encoding: str | None = None,
+               ) -> tuple[str, list[str], list[dict[str, str]]]:
     """The layout name, the unimodal label columns and the rows of a label file."""
     if not path.is_file():
         raise PrepareError(f"labels: expected an existing CSV file, got {str(path)!r}")
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
+    try:
+        reader = csv.DictReader(io.StringIO(_decode(path, encoding), newline=""))
         header = set(reader.fieldnames or ())
         rows = list(reader)
+    except csv.Error as error:
+        raise PrepareError(f"labels: {str(path)!r} is not a readable CSV file (line "
+                           f"{reader.line_num}: {error})") from None
     has_ids = {"video_id", "clip_id"} <= header
     if not {"text", "label"} <= header or not ("id" in header or has_ids):
         raise PrepareError(f"labels: {str(path)!r} must have the columns {LAYOUTS}; "
                            f"got {sorted(header)}")
     if not rows:
         raise PrepareError(f"labels: {str(path)!r} has no rows")
+    _check_row_widths(path, len(reader.fieldnames or ()), rows)
     layout = ("cmu-mosi-400" if has_ids else "cmu-mosi") if "id" in header else "mmsa"
     unimodal = [c for c in UNIMODAL_COLUMNS.values()
                 if c in header and any((r[c] or "").strip() for r in rows)]
     return layout, unimodal, rows
+
+
+def _check_row_widths(path: Path, width: int, rows: Sequence[Mapping[str | None, object]]) -> None:
+    """Refuse rows with fewer or more fields than the header (a truncated or shifted row)."""
+    short = [k + 2 for k, row in enumerate(rows) if any(v is None for v in row.values())]
+    long = [k + 2 for k, row in enumerate(rows) if None in row]
+    if short or long:
+        what = "fewer" if short else "more"
+        lines = short or long
+        raise PrepareError(
+            f"labels: {str(path)!r} has {len(lines)} row(s) with {what} fields than its "
+            f"{width}-column header (a truncated or shifted row), first on line "
+            f"{lines[0]}")
 
 
 def _row_ids(layout: str, row: Mapping[str, str]) -> tuple[str, str, str, bool]:
@@ -182,21 +223,23 @@ class _Problems:
         return out
 
 
-def read_labels(path: str | Path) -> list[Clip]:
+def read_labels(path: str | Path, encoding: str | None = None) -> list[Clip]:
     """Read and validate a label file in any of the layouts of the module docstring.
 
     Args:
         path: the CSV file.
+        encoding: its text encoding (default: UTF-8, with or without a byte-order mark).
 
     Returns:
         The clips in file order.
 
     Raises:
-        PrepareError: missing file or columns, duplicate or malformed ids, labels (or unimodal
+        PrepareError: missing, undecodable or malformed file (a row with fewer or more fields
+            than the header), missing columns, duplicate or malformed ids, labels (or unimodal
             labels) that are not numbers, NaN, or outside [-3, 3].
     """
     path = Path(path)
-    layout, unimodal_columns, rows = _read_rows(path)
+    layout, unimodal_columns, rows = _read_rows(path, encoding)
     problems = _Problems()
     clips: list[Clip] = []
     for row in rows:

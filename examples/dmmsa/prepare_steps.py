@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import time
+import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +36,9 @@ __all__ = [
     "PrepareOptions",
     "SplitOptions",
     "assemble",
+    "cache_path",
     "check_fits",
+    "check_outputs",
     "memory_needed",
     "compute_features",
     "pad_sequences",
@@ -44,6 +47,7 @@ __all__ = [
     "split_clips",
     "train_statistics",
     "write_pickle",
+    "write_text_atomically",
 ]
 
 Log = Callable[[str], None]  # where progress messages go
@@ -93,6 +97,8 @@ class PrepareOptions:
             ``"none"``.
         audio_config: the audio feature settings.
         max_memory: bytes the result may take; ``None``: the memory available now.
+        labels_encoding: the label file's text encoding (``None``: UTF-8, with or without a
+            byte-order mark).
     """
 
     audio_dir: str | Path | None = None
@@ -106,6 +112,7 @@ class PrepareOptions:
     normalize: str = "train"
     audio_config: AudioFeatures = field(default_factory=AudioFeatures)
     max_memory: int | None = None
+    labels_encoding: str | None = None
 
     def check(self) -> None:
         """Raise :class:`PrepareError` on a setting out of range."""
@@ -119,9 +126,14 @@ class PrepareOptions:
                                    or text_len < 2):
             raise PrepareError(
                 f"max_text_len: expected an integer >= 2 or 'auto', got {text_len!r}")
-        if self.audio_max_frames < 1:
+        if not is_int(self.audio_max_frames) or self.audio_max_frames < 1:
             raise PrepareError(
-                f"audio_max_frames: expected an integer >= 1, got {self.audio_max_frames}")
+                f"audio_max_frames: expected an integer >= 1, got {self.audio_max_frames!r}")
+        if not is_int(self.split.seed) or self.split.seed < 0:
+            raise PrepareError(f"seed: expected an integer >= 0, got {self.split.seed!r}")
+        if self.max_memory is not None and (not is_int(self.max_memory) or self.max_memory < 1):
+            raise PrepareError(f"max_memory: expected a number of bytes >= 1, got "
+                               f"{self.max_memory!r}")
 
 
 # ---- read -----------------------------------------------------------------------------------
@@ -138,16 +150,7 @@ def read_visual(path: str | Path, ids: Sequence[str]) -> dict[str, np.ndarray]:
             values.
     """
     path = Path(path)
-    if not path.is_file():
-        raise PrepareError(f"visual: expected an existing .npz file, got {str(path)!r}")
-    with np.load(path, allow_pickle=False) as z:
-        if "ids" not in z or "features" not in z:
-            raise PrepareError(
-                f"visual: {str(path)!r} must hold arrays 'ids' and 'features', got {sorted(z)}"
-            )
-        vid_ids = [str(i) for i in z["ids"].tolist()]
-        feats = np.asarray(z["features"], dtype=np.float32)
-        lengths = np.asarray(z["lengths"]) if "lengths" in z else None
+    vid_ids, feats, lengths = _read_npz(path)
     if feats.ndim == 2:
         feats = feats[:, None, :]
     if feats.ndim != 3 or feats.shape[0] != len(vid_ids):
@@ -175,6 +178,43 @@ def read_visual(path: str | Path, ids: Sequence[str]) -> dict[str, np.ndarray]:
     return out
 
 
+def _read_npz(path: Path) -> tuple[list[str], np.ndarray, np.ndarray | None]:
+    """``ids``, ``features`` (float32) and ``lengths`` of a visual ``.npz``, or a
+    :class:`PrepareError` that names the file and what is wrong with it."""
+    if not path.is_file():
+        raise PrepareError(f"visual: expected an existing .npz file, got {str(path)!r}")
+    if not zipfile.is_zipfile(path):
+        raise PrepareError(f"visual: {str(path)!r} is not an .npz archive (a .npy array, or a "
+                           "truncated file?); save ids and features with numpy.savez")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "ids" not in z or "features" not in z:
+                raise PrepareError(f"visual: {str(path)!r} must hold arrays 'ids' and "
+                                   f"'features', got {sorted(z)}")
+            ids = z["ids"]
+            feats = z["features"]
+            lengths = np.asarray(z["lengths"]) if "lengths" in z else None
+    except PrepareError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        hint = (" (its arrays must be plain strings and numbers: an object array is refused, "
+                "as it could run code)" if "allow_pickle" in str(error) else "")
+        raise PrepareError(f"visual: {str(path)!r} cannot be read ({type(error).__name__}: "
+                           f"{error}){hint}") from None
+    if ids.ndim != 1 or ids.dtype.kind not in "USi":
+        raise PrepareError(f"visual: {str(path)!r}: 'ids' must be a 1-D array of strings, got "
+                           f"dtype {ids.dtype} and shape {ids.shape}")
+    if feats.dtype.kind not in "fiu":
+        raise PrepareError(f"visual: {str(path)!r}: 'features' must be numbers, got dtype "
+                           f"{feats.dtype}")
+    if lengths is not None and lengths.dtype.kind not in "iu":
+        raise PrepareError(f"visual: {str(path)!r}: 'lengths' must be integers, got dtype "
+                           f"{lengths.dtype}")
+    decoded = [i.decode("utf-8", "replace") if isinstance(i, bytes) else str(i)
+               for i in ids.tolist()]
+    return decoded, feats.astype(np.float32), lengths
+
+
 @dataclass
 class Inputs:
     """The checked inputs: clips, the text encoder folder, audio files, visual features."""
@@ -185,12 +225,13 @@ class Inputs:
     visual: dict[str, np.ndarray] | None
 
 
-def read_inputs(labels: str | Path, options: PrepareOptions) -> Inputs:
+def read_inputs(labels: str | Path, options: PrepareOptions, log: Log | None = None) -> Inputs:
     """Step 1: read and check the label file and every input it names."""
-    clips = read_labels(labels)
+    clips = read_labels(labels, options.labels_encoding)
     ids = [c.id for c in clips]
     encoder = resolve_encoder(options.text_encoder)
-    audio = find_audio_files(options.audio_dir, ids) if options.audio_dir is not None else None
+    audio = (find_audio_files(options.audio_dir, ids, [(c.video_id, c.clip_id) for c in clips],
+                              log) if options.audio_dir is not None else None)
     visual = read_visual(options.visual, ids) if options.visual is not None else None
     return Inputs(clips, encoder, audio, visual)
 
@@ -295,11 +336,9 @@ def audio_features(inputs: Inputs, options: PrepareOptions, out: Path, timing: d
                    say: Log) -> tuple[list[np.ndarray], dict]:
     """Step 3c: each clip's audio features (from the cache where unchanged), capped."""
     t = time.perf_counter()
-    cache = options.audio_cache
-    cache_path = out.parent / "audio_features_cache.npz" if cache == "auto" else cache
-    cache_path = Path(cache_path) if cache_path is not None else None
+    cache = cache_path(options, out)
     config = options.audio_config
-    feats, computed = compute_audio_features(inputs.audio_files, config, cache_path, say)
+    feats, computed = compute_audio_features(inputs.audio_files, config, cache, say)
     ids = [c.id for c in inputs.clips]
     audio = [cap_frames(feats[i], options.audio_max_frames) for i in ids]
     timing["audio_s"] = time.perf_counter() - t
@@ -310,7 +349,7 @@ def audio_features(inputs: Inputs, options: PrepareOptions, out: Path, timing: d
         "settings": asdict(config),
         "frame_ms": 1000 * config.hop_length * config.pool / config.sample_rate,
         "max_frames": options.audio_max_frames,
-        "cache": str(cache_path) if cache_path else None,
+        "cache": str(cache) if cache else None,
         "computed": computed,
         "from_cache": len(ids) - computed,
     }
@@ -399,9 +438,65 @@ def assemble(clips: Sequence[Clip], parts: dict, features: Features, normalize: 
 
 def write_pickle(data: dict, out: Path) -> None:
     """Step 5: write ``data`` to ``out`` atomically (pickle protocol 5: arrays are written from
-    their memory, not copied first)."""
+    their memory, not copied first); a failed write leaves no temporary file behind."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
-    with tmp.open("wb") as f:
-        pickle.dump(data, f, protocol=5)
-    os.replace(tmp, out)
+    try:
+        with tmp.open("wb") as f:
+            pickle.dump(data, f, protocol=5)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file: never half-written."""
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def cache_path(options: PrepareOptions, out: Path) -> Path | None:
+    """The audio feature cache: ``audio_features_cache.npz`` beside ``out`` for ``"auto"``."""
+    if options.audio_dir is None or options.audio_cache is None:
+        return None
+    return out.parent / "audio_features_cache.npz" if options.audio_cache == "auto" \
+        else Path(options.audio_cache)
+
+
+def check_outputs(labels: str | Path, out: Path, options: PrepareOptions) -> None:
+    """Refuse, before any work, outputs that would replace an input or cannot be written.
+
+    The outputs are ``out`` and its summary ``<out>.json`` (and the audio cache, which is both);
+    an input is the label file, the visual file, and any file of the audio or encoder folder.
+    """
+    if out.is_dir():
+        raise PrepareError(f"out: {str(out)!r} is a directory; expected the path of the pickle "
+                           "to write")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise PrepareError(f"out: {str(out)!r} lies in {str(out.parent)!r}, which is a file")
+    named = {"labels": labels, "visual": options.visual, "audio_cache": cache_path(options, out)}
+    folders = {"audio_dir": options.audio_dir, "text_encoder": options.text_encoder}
+    for target in (out, out.with_name(out.name + ".json")):
+        for name, path in named.items():
+            if path is not None and _same_file(target, Path(path)):
+                raise PrepareError(f"out: {str(target)!r} is the --{name.replace('_', '-')} "
+                                   "file; writing it would replace that input. Choose another "
+                                   "--out")
+        for name, folder in folders.items():
+            if folder is not None and target.exists() and _inside(target, Path(folder)):
+                raise PrepareError(f"out: {str(target)!r} is a file of the "
+                                   f"--{name.replace('_', '-')} folder; choose another --out")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())

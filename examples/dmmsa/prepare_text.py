@@ -62,9 +62,18 @@ def encoder_facts(folder: Path) -> tuple[int | None, int]:
         return None, _FALLBACK_POSITIONS
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(str(folder))
+    try:
+        config = AutoConfig.from_pretrained(str(folder))
+    except (OSError, ValueError) as error:
+        raise PrepareError(f"text_encoder: {str(folder)!r} has no readable model config "
+                           f"({type(error).__name__}: {_first_line(error)})") from None
     positions = getattr(config, "max_position_embeddings", None) or _FALLBACK_POSITIONS
     return getattr(config, "hidden_size", None), int(positions)
+
+
+def _first_line(error: BaseException) -> str:
+    """The first line of an error's message (transformers' run over many lines)."""
+    return (str(error).strip().splitlines() or [""])[0]
 
 
 def choose_text_len(lengths: np.ndarray, cap: int, coverage: float = AUTO_COVERAGE) -> int:
@@ -126,11 +135,19 @@ def tokenize(texts: Sequence[str], encoder: str | Path, max_len: int | str = "au
                               or max_len < 2):
         raise PrepareError(f"max_text_len: expected an integer >= 2 or 'auto', got {max_len!r}")
     folder = Path(encoder)
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    positions = encoder_facts(folder)[1]
+    if max_len != "auto" and max_len > positions:
+        raise PrepareError(f"max_text_len: expected at most the {positions} positions of the "
+                           f"text encoder {str(folder)!r}, got {max_len}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError) as error:
+        raise PrepareError(f"text_encoder: {str(folder)!r} has no readable tokenizer "
+                           f"({type(error).__name__}: {_first_line(error)})") from None
     texts = list(texts)
     full = tokenizer(texts, add_special_tokens=True)["input_ids"]
     lengths = np.array([len(ids) for ids in full], dtype=np.int64)
-    auto_len = choose_text_len(lengths, cap=encoder_facts(folder)[1])
+    auto_len = choose_text_len(lengths, cap=positions)
     length = auto_len if max_len == "auto" else int(max_len)
     enc = tokenizer(
         texts,

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["LOCK_NAME", "hold_output", "prepare_output"]
+__all__ = ["LOCK_NAME", "hold_file", "hold_output", "prepare_output"]
 
 LOCK_NAME = ".lock"
 
@@ -49,10 +49,22 @@ def hold_output(out: Path, program: str,
         yield out
         return
     prepare_output(out, program)
-    lock = out / LOCK_NAME
-    _acquire(lock, program, log)
-    try:
+    with _held(out / LOCK_NAME, f"--out {out}", program, log):
         yield out
+
+
+@contextlib.contextmanager
+def hold_file(path: Path, program: str, log: Callable[[str], None] = print) -> Iterator[Path]:
+    """Hold ``<path>.lock`` while the block runs: one process writes ``path`` at a time."""
+    with _held(path.with_name(path.name + ".lock"), f"--out {path}", program, log):
+        yield path
+
+
+@contextlib.contextmanager
+def _held(lock: Path, target: str, program: str, log: Callable[[str], None]) -> Iterator[None]:
+    _acquire(lock, target, program, log)
+    try:
+        yield
     finally:
         _release(lock)
 
@@ -62,21 +74,21 @@ def _holder_record(program: str) -> dict[str, object]:
             "started": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
-def _acquire(lock: Path, program: str, log: Callable[[str], None]) -> None:
+def _acquire(lock: Path, target: str, program: str, log: Callable[[str], None]) -> None:
     """Create ``lock`` atomically (complete content, or nothing); take over a stale one once."""
     for _ in range(2):
         if _create(lock, _holder_record(program)):
             return
         holder = _read(lock)
         if holder is not None and _alive_here(holder) is not False:
-            raise SystemExit(f"{program}: error: --out {lock.parent}: another run writes there "
+            raise SystemExit(f"{program}: error: {target}: another run writes there "
                              f"({_describe(holder)}); wait for it to finish, or choose another "
                              f"--out")
         log(f"{lock}: taking over a stale lock ({_describe(holder) if holder else 'unreadable'}"
             ", that process no longer runs)")
         lock.unlink(missing_ok=True)
-    raise SystemExit(f"{program}: error: --out {lock.parent}: another run took its lock at the "
-                     "same moment; choose another --out")
+    raise SystemExit(f"{program}: error: {target}: another run took its lock at the same "
+                     "moment; choose another --out")
 
 
 def _create(lock: Path, record: dict[str, object]) -> bool:
