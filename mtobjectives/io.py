@@ -11,8 +11,10 @@ raises :class:`UnsafePickleError` naming it, before anything is called.
 
 A small corrupt file cannot make the loader allocate much more than its own size: the opcode
 stream is checked first (every length and memo index must fit in the file), every array's
-shape must match the data the file holds for it, and the arrays and decoded bytes built in all
-may not exceed :data:`MEMORY_FACTOR` times the file's size plus 1 MiB. Every failure, whatever
+shape must match the data the file holds for it, zero-width string dtypes (``<U0``, ``S0``,
+which hold any number of elements in no bytes) are refused, and the arrays and decoded bytes
+built in all (every element counted, at least one byte each) may not exceed
+:data:`MEMORY_FACTOR` times the file's size plus 1 MiB. Every failure, whatever
 the unpickler or NumPy raised, becomes a :class:`PickleLoadError` whose message starts with the
 file's name.
 
@@ -264,6 +266,7 @@ class _PendingArray:
         if fortran not in (True, False) or type(fortran) not in (bool, int):
             raise ValueError(f"array order flag {_describe(fortran)} is not a bool")
         count = math.prod(shape)
+        _check_width(dtype)
         if dtype.kind == "O":
             if type(raw) is not list or len(raw) != count:
                 raise ValueError(f"object array of shape {shape} needs a list of {count} "
@@ -276,10 +279,18 @@ class _PendingArray:
                     f"bytes of data, got {type(raw).__name__} of length "
                     f"{len(raw) if isinstance(raw, (bytes, bytearray, list)) else '?'}"
                 )
-            self.loader.charge(len(raw))
+            self.loader.charge(max(len(raw), count))  # every element counts, at least a byte
         array = np.ndarray((0,), np.int8)
         array.__setstate__((1, shape, dtype, bool(fortran), raw))  # checked: NumPy's own path
         self.array = array
+
+
+def _check_width(dtype: np.dtype) -> None:
+    """Refuse zero-width str/bytes dtypes (``<U0``, ``S0``): no real data has them, and an array
+    of them holds any number of elements in no bytes (each becomes an object when used)."""
+    if dtype.kind in "US" and dtype.itemsize == 0:
+        raise ValueError(f"dtype {dtype.str} has zero-width items; a file of plain data holds "
+                         "strings of at least one character's width")
 
 
 def _shape(value: object) -> tuple[int, ...]:
@@ -413,6 +424,7 @@ class _Loader:
                     order: object) -> np.ndarray:
         dtype, shape = _dtype_of(dtype), _shape(shape)
         count = math.prod(shape)
+        _check_width(dtype)
         if (dtype.kind == "O" or order not in ("C", "F")
                 or type(buffer) not in (bytes, bytearray)
                 or len(buffer) != count * dtype.itemsize or dtype.itemsize == 0):

@@ -322,3 +322,45 @@ def test_the_errors_are_value_errors_and_survive_pickling() -> None:
     assert isinstance(caught.value, ValueError)
     copy = pickle.loads(pickle.dumps(caught.value))
     assert type(copy) is UnsafePickleError and str(copy) == str(caught.value)
+
+
+# ------------------------------------------------------- zero-width items count too
+class _ZeroWidthDtype:
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+
+    def __reduce__(self):  # numpy.dtype('U0') without the state that would be refused
+        return (np.dtype, (self.spec, False, True))
+
+
+class _ManyZeroWidthItems:
+    """An array of 10**9 zero-width strings in a few hundred bytes (a hostile file)."""
+
+    def __init__(self, spec: str, count: int = 10**9) -> None:
+        self.spec, self.count = spec, count
+
+    def __reduce__(self):
+        reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]
+        return (reconstruct, (np.ndarray, (0,), b"b"),
+                (1, (self.count,), _ZeroWidthDtype(self.spec), False, b""))
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+@pytest.mark.parametrize("spec", ["U0", "S0"])
+def test_zero_width_string_arrays_are_refused(protocol: int, spec: str) -> None:
+    """10**9 `<U0` ids in a ~200-byte pickle once loaded, and training then tried to allocate
+    7.45 GiB; an array with zero-width items is refused, however few elements it has."""
+    for count in (10**9, 3):
+        blob = pickle.dumps({"train": {"id": _ManyZeroWidthItems(spec, count)}},
+                            protocol=protocol)
+        assert len(blob) < 600
+        with pytest.raises(PickleLoadError, match=r"zero-width items"):
+            loads_safely(blob)
+
+
+def test_the_elements_of_an_array_count_against_the_budget(monkeypatch) -> None:
+    """Every element counts (at least a byte), not only the bytes the file holds for it."""
+    monkeypatch.setattr(safe_io, "_check_width", lambda dtype: None)  # reach the budget itself
+    blob = pickle.dumps({"id": _ManyZeroWidthItems("U0", 10**9)}, protocol=2)
+    with pytest.raises(PickleLoadError, match=r"arrays would take more than"):
+        loads_safely(blob)
