@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import doctest
 import importlib.util
-import sys
 import warnings
 import zlib
 from pathlib import Path
@@ -33,9 +32,7 @@ if TYPE_CHECKING:
 
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
-sys.path.insert(0, str(ROOT))  # the package is installed editable; this also covers a bare clone
-
-import mtobjectives  # noqa: E402
+import mtobjectives  # noqa: E402  (installed, editable, by `make docs`)
 
 # sphinx-autodoc-typehints 3.6 calls an API that Sphinx 9 deprecates; that Python warning is not a
 # documentation problem (and not a Sphinx warning), so keep it out of the build log.

@@ -7,8 +7,11 @@ configuration, so every setting that changes what is trained is in it.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import importlib
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +94,59 @@ def test_the_fingerprint_holds_every_field_of_the_configuration() -> None:
 
     expected = {name[1:] for name in leaves("", config)} - {"experiment.train.seeds"}
     assert names == expected
+
+
+# ----------------------------------------------------------------- the package's shape
+PACKAGE = Path(dmmsa.__file__).resolve().parent
+
+
+def dmmsa_imports(path: Path) -> set[str]:
+    """Every ``dmmsa`` module that ``path`` imports, wherever the import stands (top level,
+    inside a function, under ``TYPE_CHECKING``)."""
+    modules = {p.stem for p in PACKAGE.glob("*.py")}
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == \
+                "dmmsa":
+            if node.module == "dmmsa":
+                found |= {alias.name for alias in node.names if alias.name in modules}
+            else:
+                found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[1] for alias in node.names
+                      if alias.name.startswith("dmmsa.")}
+    return found - {path.stem}
+
+
+def test_no_module_of_the_reference_system_imports_itself_back() -> None:
+    """Every arrow between the modules points one way (no import circle, however indirect)."""
+    graph = {p.stem: dmmsa_imports(p) for p in PACKAGE.glob("*.py")}
+    assert graph["checkpoint"] and graph["compare_tables"]  # the parser sees the imports
+    state: dict[str, str] = {}
+
+    def visit(module: str, path: list[str]) -> None:
+        if state.get(module) == "done":
+            return
+        assert state.get(module) != "open", f"import circle: {' -> '.join([*path, module])}"
+        state[module] = "open"
+        for imported in sorted(graph.get(module, ())):
+            visit(imported, [*path, module])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        visit(module, [])
+
+
+def test_no_file_of_the_repository_edits_the_import_path() -> None:
+    root = PACKAGE.parents[1]
+    tracked = subprocess.run(["git", "ls-files", "*.py"], cwd=root, capture_output=True,
+                             text=True, check=True).stdout.split()
+    editing = [name for name in tracked if "sys" + ".path" in (root / name).read_text()]
+    assert editing == []
+
+
+@pytest.mark.parametrize("name", ["data", "configs", "cli", "training", "compare",
+                                  "compare_tables", "prepare_steps", "prepare_audio"])
+def test_modules_stay_under_the_size_guide(name: str) -> None:
+    lines = (PACKAGE / f"{name}.py").read_text().count("\n")
+    assert lines <= 500, f"dmmsa/{name}.py has {lines} lines (guide: about 500)"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -183,3 +184,81 @@ def test_compare_refuses_a_cell_made_with_other_variant_flags(tiny_data: Path, t
     assert compare.main(argv("0.0005")) == 0  # the same flags: re-used
     assert "3 runs, 3 finished earlier (skipped)" in capsys.readouterr().out
 
+
+
+# ------------------------------------- every bad argument or file: one line, before any work
+def text_audio_file(tiny_data: Path, tmp_path: Path) -> Path:
+    splits = pickle.loads(tiny_data.read_bytes())
+    for split in splits.values():
+        split.pop("vision"), split.pop("vision_lengths", None)
+    path = tmp_path / "text_audio.pkl"
+    path.write_bytes(pickle.dumps(splits))
+    return path
+
+
+def refused(capsys, argv: list[str], *names: str) -> str:
+    """train.py must stop with one line naming ``names``, before writing a result."""
+    with pytest.raises(SystemExit) as caught:
+        train.main(argv)
+    message = caught.value.code if isinstance(caught.value.code, str) else (
+        capsys.readouterr().err.strip().splitlines()[-1])
+    assert "\n" not in message and "Traceback" not in message, message
+    for name in names:
+        assert name in message, (name, message)
+    return message
+
+
+@pytest.mark.parametrize("flags, names", [
+    (["--lr", "inf"], ["--lr must be a finite number > 0, got inf"]),
+    (["--lr", "nan"], ["--lr must be a finite number > 0, got nan"]),
+    (["--cl-temperature", "1e-40"], ["--cl-temperature 1e-40", "temperature must be >="]),
+])
+def test_bad_numbers_are_refused_when_the_command_starts(tiny_data, tmp_path, capsys, flags,
+                                                          names) -> None:
+    refused(capsys, fusion_args(tiny_data, tmp_path / "run", *flags), *names)
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_a_label_csv_as_data_is_one_line_pointing_to_prepare(tmp_path, capsys) -> None:
+    csv = tmp_path / "labels.csv"
+    csv.write_text("id,text,label,mode\nv_1,good,1.0,train\n")
+    refused(capsys, fusion_args(csv, tmp_path / "run"), "--data", str(csv),
+            "not a readable pickle", "python -m dmmsa.prepare")
+
+
+def test_modalities_the_data_lacks_are_refused(tiny_data, tmp_path, capsys) -> None:
+    data = text_audio_file(tiny_data, tmp_path)
+    refused(capsys, fusion_args(data, tmp_path / "run", "--modalities", "TV"),
+            "--modalities TV", "holds TA, without V")
+    assert train.main(fusion_args(data, tmp_path / "ok", "--modalities", "TA")) == 0
+
+
+def test_a_text_input_the_data_lacks_is_refused(tiny_data, tmp_path, capsys) -> None:
+    splits = pickle.loads(tiny_data.read_bytes())
+    for split in splits.values():
+        split.pop("text")
+    data = tmp_path / "ids_only.pkl"
+    data.write_bytes(pickle.dumps(splits))
+    refused(capsys, fusion_args(data, tmp_path / "run"), "text source 'features'",
+            "the key 'text'", "--text-source bert --text-model FOLDER")
+
+
+def test_a_text_model_that_cannot_be_loaded_is_refused_before_training(tiny_data, tmp_path,
+                                                                         capsys) -> None:
+    refused(capsys, fusion_args(tiny_data, tmp_path / "run", "--text-model",
+                                str(tmp_path / "no_such_model")),
+            "--text-model", "no_such_model", "cannot be loaded")
+    assert not (tmp_path / "run" / "seed1").exists()
+
+
+def test_a_text_model_with_fewer_positions_than_the_data_is_refused(tiny_data, tmp_path,
+                                                                      capsys) -> None:
+    from transformers import BertConfig
+
+    folder = tmp_path / "bert"
+    BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+               intermediate_size=16, max_position_embeddings=4).save_pretrained(folder)
+    length = pickle.loads(tiny_data.read_bytes())["train"]["text_bert"].shape[2]
+    assert length > 4
+    refused(capsys, fusion_args(tiny_data, tmp_path / "run", "--text-model", str(folder)),
+            "it has 4 positions", f"fewer than the {length} tokens per clip")

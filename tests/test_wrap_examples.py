@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import pickle
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -20,8 +21,27 @@ import torch
 import mtobjectives as mt
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples" / "wrap_plain"))
-sys.path.insert(0, str(ROOT / "examples" / "wrap_self_mm"))
+SCRIPTS = {"train_plain": "examples/wrap_plain/train_plain.py",
+           "train_lightning": "examples/wrap_plain/train_lightning.py",
+           "train_self_mm": "examples/wrap_self_mm/train_self_mm.py"}
+
+
+def example(name: str):
+    """An example script imported from its path, as ``python examples/.../NAME.py`` runs it.
+
+    No edit of the import path: the module is loaded from its file and registered under its name, so
+    that ``train_lightning``'s ``from train_plain import ...`` (which works when the script is
+    run by path, its folder being first on the path) finds ``train_plain`` loaded here first.
+    """
+    if name in sys.modules:
+        return sys.modules[name]
+    if name == "train_lightning":
+        example("train_plain")
+    spec = importlib.util.spec_from_file_location(name, ROOT / SCRIPTS[name])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 MOSI_DIMS = (768, 5, 20)  # text (BERT), audio (COVAREP), vision (FACET) widths of MOSI
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "movie", "not", "really",
@@ -39,7 +59,7 @@ def assert_every_parameter_has_gradient(module: torch.nn.Module) -> None:
 
 # --------------------------------------------------------------------------------- plain model
 def test_plain_example_loss_falls_over_epochs():
-    import train_plain
+    train_plain = example("train_plain")
 
     history = train_plain.train(3, seed=0, log=lambda line: None)
     assert history[-1]["loss"] < history[0]["loss"]
@@ -47,7 +67,7 @@ def test_plain_example_loss_falls_over_epochs():
 
 
 def test_plain_example_head_and_encoders_receive_gradients():
-    import train_plain
+    train_plain = example("train_plain")
 
     inputs, labels = train_plain.make_toy_data(16, seed=0)
     backbone = train_plain.ThreeEncoders()
@@ -102,7 +122,7 @@ def random_mosi_split(n: int, rng: np.random.Generator, *, text_len: int = 12) -
 
 @needs_mmsa
 def test_self_mm_returns_the_unimodal_features_the_wrapper_reads(tiny_bert):
-    import train_self_mm
+    train_self_mm = example("train_self_mm")
 
     config = train_self_mm.self_mm_config("mosi", tiny_bert, MOSI_DIMS)
     model = train_self_mm.SelfMMWithDMMSA(config)
@@ -116,7 +136,7 @@ def test_self_mm_returns_the_unimodal_features_the_wrapper_reads(tiny_bert):
 
 @needs_mmsa
 def test_self_mm_with_dmmsa_loss_falls_and_every_head_parameter_gets_gradient(tiny_bert):
-    import train_self_mm
+    train_self_mm = example("train_self_mm")
 
     torch.manual_seed(0)
     config = train_self_mm.self_mm_config("mosi", tiny_bert, MOSI_DIMS)
@@ -152,7 +172,7 @@ def test_self_mm_with_dmmsa_loss_falls_and_every_head_parameter_gets_gradient(ti
 
 @needs_mmsa
 def test_self_mm_script_runs_end_to_end(tiny_bert, tmp_path):
-    import train_self_mm
+    train_self_mm = example("train_self_mm")
 
     rng = np.random.default_rng(2)
     data = {name: random_mosi_split(n, rng) for name, n in
@@ -183,14 +203,14 @@ def test_self_mm_wrapping_fits_on_one_screen_and_the_docs_count_is_right():
 # ------------------------------------------------------------------------------------ Lightning
 def test_lightning_example_trains_and_logs_weights(tmp_path):
     pytest.importorskip("lightning")
-    import train_lightning
+    train_lightning = example("train_lightning")
 
     logged = train_lightning.main(["--epochs", "3", "--root", str(tmp_path)])
     assert {"lambda_Uni", "lambda_CL", "train_loss"} <= logged.keys()
 
 
 def test_self_mm_script_refuses_a_feature_file_that_would_run_code(tmp_path):
-    import train_self_mm
+    train_self_mm = example("train_self_mm")
 
     marker = tmp_path / "ran.txt"
 
@@ -203,3 +223,11 @@ def test_self_mm_script_refuses_a_feature_file_that_would_run_code(tmp_path):
     with pytest.raises(SystemExit, match=refused):
         train_self_mm.main(["--data", str(tmp_path / "evil.pkl"), "--text-model", "unused"])
     assert not marker.exists()
+
+
+def test_the_plain_example_runs_by_path_as_users_run_it(tmp_path):
+    """``python examples/wrap_plain/train_plain.py`` from another folder: no install, no path."""
+    done = subprocess.run([sys.executable, str(ROOT / SCRIPTS["train_plain"]), "--epochs", "1"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "MAE" in done.stdout

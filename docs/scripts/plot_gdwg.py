@@ -14,13 +14,19 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
+import importlib.util
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "examples" / "wrap_plain"))
 
-import train_plain  # noqa: E402
+
+def _train_plain():
+    """``examples/wrap_plain/train_plain.py``, imported from its file."""
+    spec = importlib.util.spec_from_file_location(
+        "train_plain", ROOT / "examples" / "wrap_plain" / "train_plain.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    history = train_plain.train(args.epochs, seed=args.seed)
+    history = _train_plain().train(args.epochs, seed=args.seed)
     epochs = [r["epoch"] for r in history]
     tasks = ("Uni", "CL")
     weights = {k: [r["weights"][k] for r in history] for k in tasks}

@@ -19,7 +19,7 @@ import random
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,10 +27,7 @@ from torch import Tensor, nn
 
 from dmmsa.configs import fingerprint_differences
 from dmmsa.distributed import Dist
-from dmmsa.evaluation import TrainingStopped
-
-if TYPE_CHECKING:
-    from dmmsa.training import Phase
+from dmmsa.run_state import Phase, TrainingStopped
 
 __all__ = ["CHECKPOINT_FORMAT", "Checkpointer", "EpochSums", "Progress", "atomic_save",
            "cpu_clone", "set_seed"]

@@ -187,6 +187,21 @@ def _check_objective(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     if args.cl_temperature is not None and not (math.isfinite(args.cl_temperature)
                                                 and args.cl_temperature > 0):
         parser.error(f"--cl-temperature must be a finite number > 0, got {args.cl_temperature}")
+    if args.cl_temperature is not None:
+        _check_temperature(parser, args.cl_temperature)
+
+
+def _check_temperature(parser: argparse.ArgumentParser, temperature: float) -> None:
+    """The library's own limits on the temperature, for the float32 computation of training."""
+    import torch
+
+    import mtobjectives as mt
+
+    try:
+        mt.functional.multi_nt_xent(torch.ones(1, 2), torch.ones(1, 1, 2),
+                                    torch.ones(1, 1, dtype=torch.bool), temperature=temperature)
+    except ValueError as error:
+        parser.error(f"--cl-temperature {temperature}: {error}")
 
 
 def _check_numbers(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -205,8 +220,8 @@ def _check_numbers(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         twice = sorted({seed for seed in args.seeds if args.seeds.count(seed) > 1})
         parser.error(f"--seeds must be distinct (each seed is one run of the mean ± std), got "
                      f"{' '.join(map(str, args.seeds))} ({', '.join(map(str, twice))} repeated)")
-    if args.lr is not None and not args.lr > 0:
-        parser.error(f"--lr must be > 0, got {args.lr}")
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        parser.error(f"--lr must be a finite number > 0, got {args.lr}")
     if args.dropout is not None and not 0.0 <= args.dropout < 1.0:
         parser.error(f"--dropout must be in [0, 1), got {args.dropout}")
 
@@ -309,6 +324,48 @@ def _decide_dataset(config: configs.ExperimentConfig, args: argparse.Namespace,
     config.label_range = DATASET_RANGES[wanted]
 
 
+def _check_data_holds(config: configs.ExperimentConfig, args: argparse.Namespace,
+                      facts: data.DataFacts) -> None:
+    """Refuse settings that need what the file lacks (a modality asked for, the text input)."""
+    if args.modalities is not None:
+        missing = [m for m in args.modalities if m not in facts.modalities]
+        if missing:
+            raise SystemExit(f"train.py: error: --modalities {args.modalities}: the data holds "
+                             f"{''.join(facts.modalities)}, without {''.join(missing)}; name "
+                             "a subset of what it holds")
+    source = config.model.text_source
+    needed = "text" if source == "features" else "text_bert"
+    if needed not in facts.text_keys:
+        fix = ("--text-source bert --text-model FOLDER" if source == "features"
+               else "--text-source features")
+        raise SystemExit(f"train.py: error: --data: the text input of --config {args.config} "
+                         f"(text source {source!r}) is the key {needed!r}, which the data lacks "
+                         f"(it holds {list(facts.text_keys)}); use {fix}")
+
+
+def check_text_model(config: configs.RunConfig, facts: data.DataFacts) -> None:
+    """Refuse, before any training, a text model that cannot be loaded here or whose positions
+    are fewer than the data's tokens per clip (``text_bert``'s ``L``)."""
+    model = config.experiment.model
+    if model.text_source != "bert" or "T" not in model.modalities:
+        return
+    from transformers import AutoConfig
+
+    try:
+        found = AutoConfig.from_pretrained(model.text_model)
+    except (OSError, ValueError) as error:
+        first = (str(error).strip().splitlines() or [""])[0]
+        raise SystemExit(f"train.py: error: --text-model {model.text_model}: cannot be loaded "
+                         f"({type(error).__name__}: {first}); pass a local model folder "
+                         "(--text-model FOLDER)") from None
+    positions = getattr(found, "max_position_embeddings", None)
+    if positions is not None and facts.text_length is not None and facts.text_length > positions:
+        raise SystemExit(f"train.py: error: --text-model {model.text_model}: it has "
+                         f"{positions} positions, fewer than the {facts.text_length} tokens per "
+                         "clip of the data's text_bert; prepare the data with a smaller "
+                         "--max-text-len")
+
+
 def _switch_cl(config: configs.ExperimentConfig, args: argparse.Namespace,
                log: Callable[[str], None]) -> None:
     """CL off where the modalities give it nothing to contrast (logged once, for a fusion)."""
@@ -347,6 +404,7 @@ def resolve_config(args: argparse.Namespace, facts: data.DataFacts,
     say = log if log is not None else (lambda message: None)
     config = configs.get_config(args.config)
     _apply_arguments(config, args)
+    _check_data_holds(config, args, facts)
     if config.train.selection_metric != "MAE":
         raise ValueError("this script selects on the validation MAE (lower is better); got "
                          f"selection_metric={config.train.selection_metric!r}")

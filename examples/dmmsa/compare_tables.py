@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from dmmsa import stats
-from dmmsa.compare import TEXT_ALONE_LABEL, variant_label
 from dmmsa.reporting import epoch_mean_std, format_cell, mean_std, plot_mean_curves, write_json
+from dmmsa.variants import TEXT_ALONE_LABEL, variant_label
 
 __all__ = ["COLUMNS", "collect", "epoch_means", "fusion_gains", "markdown",
            "paired_differences", "paired_summaries", "plot_valid_curves", "read_column",

@@ -51,14 +51,13 @@ import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dmmsa.checks import is_real
-from dmmsa.data_facts import DataFacts, facts_of, file_digest
+from dmmsa.feature_file import DataFacts, MMSASplit, facts_of, file_digest
 from dmmsa.split_checks import (
     MMSADataError,
     MMSADataWarning,
@@ -100,64 +99,6 @@ LABEL_RANGES: dict[str, tuple[float, float]] = {
 _MODALITY_LABELS = {"T": "regression_labels_T", "A": "regression_labels_A",
                     "V": "regression_labels_V"}
 _SPLIT_ALIASES = {"dev": "valid", "val": "valid", "validation": "valid", "eval": "test"}
-
-
-@dataclass
-class MMSASplit:
-    """One split of an MMSA feature file, checked and cleaned.
-
-    Attributes:
-        ids: ``N`` sample ids, ``"video$_$clip"``.
-        raw_text: ``N`` transcripts.
-        text: token features ``[N, L, d_t]`` float32, or ``None`` when the file has none.
-        text_bert: ``[N, 3, L]`` int64 (input ids, attention mask, segment ids), or ``None``.
-        audio: ``[N, La, da]`` float32, or ``None`` when the file has no audio.
-        vision: ``[N, Lv, dv]`` float32, or ``None`` when the file has no vision.
-        audio_lengths: valid steps of each audio sequence ``[N]`` int64 (unaligned files), or
-            ``None`` (aligned files: every step counts; or no audio).
-        vision_lengths: as ``audio_lengths`` for vision.
-        labels: ``{"M": [N]}`` float32, plus ``"T"``, ``"A"``, ``"V"`` when the file has
-            unimodal labels (CH-SIMS).
-        name: the split's name, used in messages.
-    """
-
-    ids: list[str]
-    raw_text: list[str]
-    text: np.ndarray | None
-    text_bert: np.ndarray | None
-    audio: np.ndarray | None
-    vision: np.ndarray | None
-    audio_lengths: np.ndarray | None
-    vision_lengths: np.ndarray | None
-    labels: dict[str, np.ndarray]
-    name: str = "split"
-
-    def __len__(self) -> int:
-        return len(self.labels["M"])
-
-    @property
-    def aligned(self) -> bool:
-        """``True`` when the file gives no ``*_lengths`` (word-aligned features, or text only)."""
-        return self.audio_lengths is None and self.vision_lengths is None
-
-    @property
-    def modalities(self) -> tuple[str, ...]:
-        """The modalities present, in the order ``"T", "A", "V"`` (text is always present)."""
-        present = {"T": True, "A": self.audio is not None, "V": self.vision is not None}
-        return tuple(m for m, here in present.items() if here)
-
-    @property
-    def feature_dims(self) -> dict[str, int | None]:
-        """Feature sizes ``{"T": d_t, "A": da, "V": dv}``, ``None`` for what the file lacks.
-
-        ``"T"`` is ``None`` when the file has only ``text_bert`` (token ids, no features); ``"A"``
-        or ``"V"`` is ``None`` when the modality is absent (see :attr:`modalities`).
-        """
-
-        def width(array: np.ndarray | None) -> int | None:
-            return None if array is None else int(array.shape[2])
-
-        return {"T": width(self.text), "A": width(self.audio), "V": width(self.vision)}
 
 
 def _check_keys(where: str, raw: object) -> None:

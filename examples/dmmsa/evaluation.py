@@ -3,7 +3,7 @@ numbers are no longer finite."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,16 +12,10 @@ from torch import Tensor, nn
 from dmmsa import batching
 from dmmsa import model as model_lib
 from dmmsa.distributed import epoch_indices
+from dmmsa.run_state import Run, TrainingStopped
 from mtobjectives.metrics import msa_metrics
 
-if TYPE_CHECKING:
-    from dmmsa.training import Run
-
 __all__ = ["TrainingStopped", "as_float", "metrics_of", "predict"]
-
-
-class TrainingStopped(RuntimeError):
-    """A non-finite loss (or prediction): the run stops, the last good checkpoint is kept."""
 
 
 def as_float(outputs: Any) -> Any:

@@ -80,13 +80,26 @@ def setup(args: argparse.Namespace) -> Run:
             print(f"generating the synthetic dataset into {path}")
             synthetic.make_synthetic(path, seed=0)
         world.barrier()
-    splits = data.load_mmsa(path, label_range=cli.load_range(args))
-    config = cli.resolve_config(args, data.facts_of(splits), path,
-                                log=print if world.main else None)
+    splits = _load(path, args)
+    facts = data.facts_of(splits)
+    config = cli.resolve_config(args, facts, path, log=print if world.main else None)
+    cli.check_text_model(config, facts)
     text_source = config.experiment.model.text_source
     datasets = {name: batching.MSADataset(split, text_source=text_source)
                 for name, split in splits.items()}
     return Run(args, config, datasets, world)
+
+
+def _load(path: Path, args: argparse.Namespace) -> dict[str, data.MMSASplit]:
+    """The feature file, or a one-line error naming it (a label CSV is pointed to prepare)."""
+    try:
+        return data.load_mmsa(path, label_range=cli.load_range(args))
+    except data.MMSADataError as error:
+        hint = ""
+        if path.suffix.lower() in (".csv", ".tsv", ".txt"):
+            hint = ("; a label file is turned into a feature pickle by "
+                    "`python -m dmmsa.prepare --labels FILE --out FILE.pkl`")
+        raise SystemExit(f"train.py: error: --data {error}{hint}") from None
 
 
 def record_config(run: Run) -> None:
