@@ -368,3 +368,20 @@ def test_a_video_without_an_audio_stream_is_one_line_naming_the_clip(inputs, lay
     one_line_error(capsys, command(inputs, tmp_path / "x.pkl", "--audio-dir", str(raw),
                                    "--audio-cache", "none"),
                    "has no audio stream", f"{video}/{clip}")
+
+
+def test_an_encoder_folder_without_weights_is_one_line(inputs, tmp_path, capsys) -> None:
+    folder = tmp_path / "tokenizer_only"
+    shutil.copytree(inputs["bert"], folder)
+    for weights in folder.glob("*.safetensors"):
+        weights.unlink()
+    argv = command(inputs, tmp_path / "x.pkl", "--text-features")
+    argv[argv.index("--text-encoder") + 1] = str(folder)
+    one_line_error(capsys, argv, "text_encoder:", "no readable model weights")
+
+
+def test_an_audio_cache_that_is_a_folder_is_one_line(inputs, tmp_path, capsys) -> None:
+    (tmp_path / "cache").mkdir()
+    one_line_error(capsys, command(inputs, tmp_path / "x.pkl", "--audio-dir",
+                                   str(inputs["audio"]), "--audio-cache", str(tmp_path / "cache")),
+                   "audio_cache:", "is a directory")

@@ -22,9 +22,10 @@ The public surface is each module's ``__all__``; the modules, in the order a run
 - :mod:`dmmsa.run_state`: ``Run``, ``Phase``, ``TrainingStopped``;
   :mod:`dmmsa.training`: the loop: ``build_phase``, ``train_step``, ``end_epoch``,
   ``train_phase``, ``run_seed``;
-  :mod:`dmmsa.runlock`: one writer per output (``OUT/.lock``); :mod:`dmmsa.checkpoint`: ``Checkpointer`` (save, resume, RNG
-  states); :mod:`dmmsa.distributed`: ``Dist`` (``torchrun``); :mod:`dmmsa.evaluation`:
-  ``predict`` and ``metrics_of``;
+  :mod:`dmmsa.runlock`: one writer per output (``OUT/.lock``);
+  :mod:`dmmsa.checkpoint`: ``Checkpointer`` (save, resume, RNG states);
+  :mod:`dmmsa.distributed`: ``Dist`` (``torchrun``); :mod:`dmmsa.evaluation`: ``predict`` and
+  ``metrics_of``;
 - :mod:`dmmsa.reporting`: tables, plots, mean ± std and the JSON/CSV files, for ``train.py`` and
   ``compare.py`` alike; :mod:`dmmsa.variants`: the comparison's variants;
   :mod:`dmmsa.compare_tables` and :mod:`dmmsa.stats`: the comparison's tables, paired test and

@@ -58,6 +58,10 @@ def check_outputs(labels: str | Path, out: Path, options: Any) -> None:
                            "to write")
     if out.parent.exists() and not out.parent.is_dir():
         raise PrepareError(f"out: {str(out)!r} lies in {str(out.parent)!r}, which is a file")
+    cache = cache_path(options.audio_dir, options.audio_cache, out)
+    if cache is not None and cache.is_dir():
+        raise PrepareError(f"audio_cache: {str(cache)!r} is a directory; expected the path of "
+                           "an .npz file (or 'auto', or 'none')")
     named = {"labels": labels, "visual": options.visual,
              "audio_cache": cache_path(options.audio_dir, options.audio_cache, out)}
     folders = {"audio_dir": options.audio_dir, "text_encoder": options.text_encoder}

@@ -185,7 +185,11 @@ def encode_text(
     import torch
     from transformers import AutoModel
 
-    model = AutoModel.from_pretrained(str(encoder))
+    try:
+        model = AutoModel.from_pretrained(str(encoder))
+    except (OSError, ValueError) as error:
+        raise PrepareError(f"text_encoder: {str(encoder)!r} has no readable model weights "
+                           f"({type(error).__name__}: {_first_line(error)})") from None
     model.eval()
     names = list(parts)
     split_of = np.full(len(text_bert), -1, dtype=np.int64)
