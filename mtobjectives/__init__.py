@@ -10,13 +10,15 @@ The four objectives of DMMSA as drop-in modules for any MSA backbone:
   four terms are the public :func:`msr_loss`, :func:`msc_loss`, :func:`uni_loss` and
   :func:`cl_loss`, with per-task schedules such as :class:`WarmupSchedule`,
 
-plus :class:`heads.DecompositionHead` to attach them to an existing model, the functional forms in
+the field's other objectives as swappable recipes in :mod:`mtobjectives.recipes` (ConFEDE,
+Self-MM, MISA, plain regression, beside DMMSA), plus :class:`heads.DecompositionHead` to attach
+them to an existing model, the functional forms in
 :mod:`mtobjectives.functional`, and the field's metrics in :mod:`mtobjectives.metrics`.
 """
 
 from __future__ import annotations
 
-from mtobjectives import functional, heads, metrics
+from mtobjectives import functional, heads, metrics, recipes
 from mtobjectives.binning import CoarseGrainedBinning
 from mtobjectives.contrastive import (
     ContrastivePairs,
@@ -29,16 +31,13 @@ from mtobjectives.heads import DecompositionHead, DMMSAOutputs
 from mtobjectives.metrics import msa_metrics
 from mtobjectives.objective import (
     FEATURE_NAMES,
+    NUM_ANCHORS,
     BatchCheck,
     MultiTaskObjective,
     ObjectiveResult,
     Task,
-    check_dmmsa_batch,
-    cl_loss,
-    msc_loss,
-    msr_loss,
-    uni_loss,
 )
+from mtobjectives.recipes.dmmsa import check_dmmsa_batch, cl_loss, msc_loss, msr_loss, uni_loss
 from mtobjectives.schedules import TaskSchedule, WarmupSchedule
 from mtobjectives.weighting import (
     DWAWeighter,
@@ -52,6 +51,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FEATURE_NAMES",
+    "NUM_ANCHORS",
     "BatchCheck",
     "CoarseGrainedBinning",
     "ContrastivePairs",
@@ -79,6 +79,7 @@ __all__ = [
     "msa_metrics",
     "msc_loss",
     "msr_loss",
+    "recipes",
     "text_anchored_pairs",
     "uni_loss",
 ]

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx
 
+from mtobjectives._misa import cmd, misa_diff_loss
 from mtobjectives._validation import (
     check_choice,
     check_floating,
@@ -44,7 +45,7 @@ from mtobjectives._validation import (
     check_tensor,
 )
 
-__all__ = ["MIN_NORM", "multi_nt_xent", "multi_nt_xent_from_labels"]
+__all__ = ["MIN_NORM", "cmd", "misa_diff_loss", "multi_nt_xent", "multi_nt_xent_from_labels"]
 
 Form = Literal["in", "out"]
 Reduction = Literal["mean", "sum", "none"]
