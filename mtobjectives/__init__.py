@@ -18,7 +18,7 @@ them to an existing model, the functional forms in
 
 from __future__ import annotations
 
-from mtobjectives import functional, heads, metrics, recipes
+from mtobjectives import adapters, functional, heads, metrics, recipes
 from mtobjectives.binning import CoarseGrainedBinning
 from mtobjectives.contrastive import (
     ContrastivePairs,
@@ -70,6 +70,7 @@ __all__ = [
     "WarmupSchedule",
     "Weighter",
     "__version__",
+    "adapters",
     "check_dmmsa_batch",
     "cl_loss",
     "functional",

@@ -66,7 +66,11 @@ def cmd(x: Tensor, y: Tensor, moments: int = 5) -> Tensor:
             raise ValueError(f"{name} must hold at least one row (moments are batch means), "
                              f"got shape {tuple(value.shape)}")
     dtype = torch.promote_types(x.dtype, y.dtype)
-    x, y = x.to(dtype), y.to(dtype)
+    return cmd_unchecked(x.to(dtype), y.to(dtype), moments)
+
+
+def cmd_unchecked(x: Tensor, y: Tensor, moments: int) -> Tensor:
+    """:func:`cmd` of inputs already checked (one dtype, ``[B, D]`` each, ``moments >= 1``)."""
     mean_x, mean_y = x.mean(dim=0), y.mean(dim=0)
     total = torch.linalg.vector_norm(mean_x - mean_y)
     centred_x, centred_y = x - mean_x, y - mean_y
@@ -122,8 +126,13 @@ def misa_diff_loss(private: Tensor, shared: Tensor) -> Tensor:
     if private.shape[0] == 0:
         raise ValueError("private and shared must hold at least one row, got an empty batch")
     dtype = torch.promote_types(private.dtype, shared.dtype)
-    a = _centred_unit_rows(private.reshape(private.shape[0], -1).to(dtype))
-    b = _centred_unit_rows(shared.reshape(shared.shape[0], -1).to(dtype))
+    return diff_unchecked(private.reshape(private.shape[0], -1).to(dtype),
+                          shared.reshape(shared.shape[0], -1).to(dtype))
+
+
+def diff_unchecked(private: Tensor, shared: Tensor) -> Tensor:
+    """:func:`misa_diff_loss` of inputs already checked (one dtype, ``[B, D]`` each)."""
+    a, b = _centred_unit_rows(private), _centred_unit_rows(shared)
     return torch.mm(a.T, b).pow(2).mean()
 
 

@@ -137,10 +137,16 @@ class DecompositionHead(nn.Module):
         unimodal_hidden: hidden widths of the shared unimodal MLP (paper: ``(192, 96)``).
         num_classes: number of coarse classes :math:`C` (paper: 3, negative/neutral/positive).
         dropout: dropout probability at the end of each projector (paper: 0.5).
+        reconstruction: also reconstruct each modality's input from :math:`m_s + m_d` with a
+            linear decoder, as MISA's objective needs (:func:`mtobjectives.recipes.misa`):
+            the outputs then hold ``"reconstruction"`` and ``"reconstruction_target"`` (the
+            input features), ``{m: [B, d_m]}``. Default ``False``: no decoder, the outputs
+            (and the initialisation of every other layer) are exactly those without the
+            option.
 
     Returns:
         :class:`DMMSAOutputs`, a dict with ``"prediction"``, ``"logits"``, ``"features"`` and
-        ``"unimodal"``.
+        ``"unimodal"`` (and the reconstruction keys with ``reconstruction=True``).
 
     Shape:
         - Input ``features[m]``: :math:`(B, d_m)` for each modality in ``in_dims``.
@@ -173,8 +179,11 @@ class DecompositionHead(nn.Module):
         unimodal_hidden: Sequence[int] = (192, 96),
         num_classes: int = 3,
         dropout: float = 0.5,
+        reconstruction: bool = False,
     ) -> None:
         super().__init__()
+        if not isinstance(reconstruction, bool):
+            raise TypeError(f"reconstruction must be a bool, got {type(reconstruction).__name__}")
         if not isinstance(in_dims, Mapping):
             raise TypeError(
                 f"in_dims must be a mapping from modality to width, got {type(in_dims).__name__}"
@@ -214,11 +223,18 @@ class DecompositionHead(nn.Module):
         self.fusion = mlp(fused_dim, fusion_hidden, 1)
         self.classifier = mlp(fused_dim, fusion_hidden, self.num_classes)
         self.unimodal = mlp(self.feature_dim, unimodal_hidden, 1)
+        #: MISA's decoders, ``m_s + m_d -> h_m`` (``None`` without ``reconstruction=True``).
+        self.decoders: nn.ModuleDict | None = None
+        if reconstruction:  # created last: the layers above are initialised as without it
+            self.decoders = nn.ModuleDict(
+                {m: nn.Linear(self.feature_dim, d) for m, d in self.in_dims.items()}
+            )
 
     def forward(self, features: Mapping[str, Tensor]) -> DMMSAOutputs:
         """Decompose ``features`` and run the three heads (see the class docstring)."""
         self._check_features(features)
         decomposed: dict[str, Tensor] = {}
+        inputs: dict[str, Tensor] = {}
         device_type = features[self.modalities[0]].device.type
         autocast = torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(
             device_type
@@ -226,18 +242,26 @@ class DecompositionHead(nn.Module):
         for m in self.modalities:
             # Another floating dtype is cast to the head's, outside autocast (class docstring).
             x = features[m] if autocast else features[m].to(self.similarity[m][0].weight.dtype)
+            inputs[m] = x
             decomposed[f"{m}_s"] = self.similarity[m](x)
             decomposed[f"{m}_d"] = self.dissimilarity[m](x)
         stacked = list(decomposed.values())
         fused = torch.cat(stacked, dim=-1)
         # One call of the shared head on all 2M features: [2M, B, D] -> [2M, B].
         unimodal = self.unimodal(torch.stack(stacked)).squeeze(-1)
-        return DMMSAOutputs(
+        outputs = DMMSAOutputs(
             prediction=self.fusion(fused).squeeze(-1),
             logits=self.classifier(fused),
             features=decomposed,
             unimodal=dict(zip(self.feature_names, unimodal.unbind(0))),
         )
+        if self.decoders is not None:
+            outputs["reconstruction"] = {  # type: ignore[typeddict-unknown-key]
+                m: self.decoders[m](decomposed[f"{m}_s"] + decomposed[f"{m}_d"])
+                for m in self.modalities
+            }
+            outputs["reconstruction_target"] = inputs  # type: ignore[typeddict-unknown-key]
+        return outputs
 
     def _check_features(self, features: Mapping[str, Tensor]) -> None:
         if not isinstance(features, Mapping):

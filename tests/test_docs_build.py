@@ -19,7 +19,7 @@ import pytest
 import mtobjectives as mt
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-DOCUMENTED_MODULES = ("functional", "metrics", "heads", "io")
+DOCUMENTED_MODULES = ("functional", "metrics", "heads", "io", "recipes", "adapters")
 
 
 def public_package_names() -> list[str]:

@@ -3,17 +3,27 @@ r"""The field's objectives side by side, each matched to its original code.
 One factory per paper, each returning a :class:`~mtobjectives.objective.MultiTaskObjective` to
 be called as ``objective(outputs, targets)``; changing a model's objective is one line:
 
-===================== =============================================== =========================
-recipe                what it is                                      matched to
-===================== =============================================== =========================
-:func:`dmmsa`         DMMSA's Eq. 5: MSR + MSC + GDWG-weighted Uni, CL  the DMMSA paper
-:func:`confede`       MSE + 0.1 NT-Xent + 0.01 unimodal MSE, with its   ConFEDE's public code
-                      sample selector :class:`ConFEDESampler`
-:func:`self_mm`       weighted L1 on generated unimodal labels          MMSA 2.2.1 ``SELF_MM``
-                      (:class:`SelfMMLabels`)
-:func:`misa`          MSE + 0.1 diff + 0.3 CMD + 1.0 reconstruction     MMSA 2.2.1 ``MISA``
-:func:`plain`         fused + unimodal smooth L1, fixed weights         ConFEDE/MMSA regression
-===================== =============================================== =========================
+.. list-table::
+   :header-rows: 1
+
+   * - recipe
+     - what it is
+     - matched to
+   * - :func:`dmmsa`
+     - DMMSA's Eq. 5: MSR + MSC + GDWG-weighted Uni and CL
+     - the DMMSA paper
+   * - :func:`confede`
+     - MSE + 0.1 NT-Xent + 0.01 unimodal MSE, with its sample selector :class:`ConFEDESampler`
+     - ConFEDE's public code
+   * - :func:`self_mm`
+     - weighted L1 on generated unimodal labels (:class:`SelfMMLabels`)
+     - MMSA 2.2.1 ``SELF_MM``
+   * - :func:`misa`
+     - MSE + 0.1 difference + 0.3 CMD + 1.0 reconstruction
+     - MMSA 2.2.1 ``MISA``
+   * - :func:`plain`
+     - fused + unimodal smooth L1, fixed weights
+     - ConFEDE's and MMSA's regression losses
 
 Each recipe states what it reads in its ``REQUIREMENTS`` (:func:`requirements`), and a batch
 that lacks a key fails with a :class:`ValueError` naming the key and the recipe. Retrieved rows

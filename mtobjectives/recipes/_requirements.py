@@ -25,6 +25,7 @@ class Requirements:
             sample index, which evaluation batches do not carry).
 
     Example:
+        >>> from mtobjectives.recipes import Requirements
         >>> needs = Requirements("mine", outputs={"prediction": "[B]"}, targets={"M": "[B]"})
         >>> needs.check({"prediction": 0}, {})
         Traceback (most recent call last):

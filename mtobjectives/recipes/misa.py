@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from mtobjectives._batch import _features, _prediction_and_label, _required
-from mtobjectives._misa import cmd, misa_diff_loss
+from mtobjectives._misa import cmd_unchecked, diff_unchecked
 from mtobjectives._validation import check_floating, check_int, check_positive, check_shape
 from mtobjectives.objective import MultiTaskObjective
 from mtobjectives.recipes._requirements import Requirements
@@ -66,8 +66,8 @@ def misa_diff_term(outputs: Mapping[str, Any], targets: Mapping[str, Any]) -> Te
     r""":math:`L_{diff}`: :func:`~mtobjectives.functional.misa_diff_loss` summed over the pairs
     (private, shared) of each modality and the pairs of private representations, as MMSA sums
     them (six pairs with T, A, V; the pairs of the features present otherwise)."""
-    features = _batch_features(outputs, targets)
-    terms = [misa_diff_loss(features[a], features[b])
+    features = _batch_features(outputs, targets)  # checked once: [B, D], floating point
+    terms = [diff_unchecked(*_promoted(features[a], features[b]))
              for a, b in _DIFF_PAIRS if a in features and b in features]
     return torch.stack(terms).sum() if terms else None
 
@@ -76,8 +76,13 @@ def misa_similarity_term(outputs: Mapping[str, Any], targets: Mapping[str, Any],
                          moments: int = 5) -> Tensor | None:
     r""":math:`L_{sim}`: :func:`~mtobjectives.functional.cmd` with ``moments`` central moments,
     averaged over the pairs of shared representations (T-V, T-A, A-V; those present)."""
-    features = _batch_features(outputs, targets)
-    terms = [cmd(features[a], features[b], moments)
+    features = _batch_features(outputs, targets)  # checked once: [B, D], floating point
+    for a, b in _SHARED_PAIRS:
+        if a in features and b in features and features[a].shape != features[b].shape:
+            raise ValueError(f"the shared representations compared by CMD must have one width, "
+                             f"got outputs['features'][{a!r}] {tuple(features[a].shape)} and "
+                             f"[{b!r}] {tuple(features[b].shape)}")
+    terms = [cmd_unchecked(*_promoted(features[a], features[b]), moments)
              for a, b in _SHARED_PAIRS if a in features and b in features]
     return torch.stack(terms).mean() if terms else None
 
@@ -159,6 +164,11 @@ def misa(*, diff_weight: float = 0.1, sim_weight: float = 0.3, recon_weight: flo
         kept, fixed={name: weights[name] for name in kept},
         check_batch=lambda o, t: REQUIREMENTS.check(o, t, outputs_needed=outputs_needed),
     )
+
+
+def _promoted(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    dtype = torch.promote_types(a.dtype, b.dtype)
+    return a.to(dtype), b.to(dtype)
 
 
 def _batch_features(outputs: Mapping[str, Any], targets: Mapping[str, Any]) -> dict[str, Tensor]:

@@ -136,7 +136,10 @@ class SelfMMLabels(nn.Module):
 
     def loss(self, predictions: Mapping[str, Tensor], index: Tensor) -> dict[str, Tensor]:
         """MMSA's ``weighted_loss`` of the fused (``"M"``) and each modality's prediction."""
-        index = self._check_index(index)
+        return self._loss_terms(predictions, self._check_index(index))
+
+    def _loss_terms(self, predictions: Mapping[str, Tensor], index: Tensor) -> dict[str, Tensor]:
+        """:meth:`loss` for an index already checked (``int64`` rows on the maps' device)."""
         fused = self.label_M[index]
         out = {"M": (predictions["M"] - fused).abs().mean()}
         for m in MODALITIES:
@@ -184,17 +187,22 @@ class SelfMMLabels(nn.Module):
         return (to_neg - to_pos) / (to_pos + _EPS)
 
     def _update_centers(self) -> None:
-        for s in ("M", *MODALITIES):
-            labels, features = getattr(self, f"label_{s}"), getattr(self, f"feature_{s}")
-            positive = labels > 0 if self.exclude_zero else labels >= 0
-            negative = labels < 0
-            for name, mask in (("pos", positive), ("neg", negative)):
-                if not bool(mask.any()):
-                    raise ValueError(
-                        f"Self-MM's {'positive' if name == 'pos' else 'negative'} centre of "
-                        f"{s!r} is the mean of no sample: every label of {s!r} has the other "
-                        "sign; Self-MM needs training labels of both signs")
-                getattr(self, f"center_{name}_{s}").copy_(features[mask].mean(dim=0))
+        names = ("M", *MODALITIES)
+        masks = {}
+        for s in names:
+            labels = getattr(self, f"label_{s}")
+            masks[s] = torch.stack([labels > 0 if self.exclude_zero else labels >= 0,
+                                    labels < 0])  # [2, N]: positive, negative
+        empty = (~torch.stack([m.any(dim=1) for m in masks.values()])).nonzero()  # one sync
+        if len(empty):
+            s, sign = names[int(empty[0, 0])], ("positive", "negative")[int(empty[0, 1])]
+            raise ValueError(f"Self-MM's {sign} centre of {s!r} is the mean of no sample: every "
+                             f"label of {s!r} has the other sign; Self-MM needs training labels "
+                             "of both signs")
+        for s in names:  # the mean of the selected rows, as MMSA computes it (same rounding)
+            features = getattr(self, f"feature_{s}")
+            getattr(self, f"center_pos_{s}").copy_(features[masks[s][0]].mean(dim=0))
+            getattr(self, f"center_neg_{s}").copy_(features[masks[s][1]].mean(dim=0))
 
     def _check_index(self, index: Tensor) -> Tensor:
         check_tensor("targets['index']", index)
@@ -266,10 +274,13 @@ def self_mm(labels: Tensor, feature_dims: Mapping[str, int], *, bound: float = 3
 
     tasks: dict[str, Any] = {name: term(name) for name in ("M", *MODALITIES)}
     tasks["labels"] = ulgm
-    return MultiTaskObjective(
-        tasks, fixed={name: 1.0 for name in tasks},
-        check_batch=lambda o, t: REQUIREMENTS.check(o, t, training=ulgm.training),
-    )
+    def check_batch(outputs: Mapping[str, Any], targets: Mapping[str, Any]) -> None:
+        REQUIREMENTS.check(outputs, targets, training=ulgm.training)
+        if ulgm.training:
+            ulgm._check_index(targets["index"])
+
+    return MultiTaskObjective(tasks, fixed={name: 1.0 for name in tasks},
+                              check_batch=check_batch)
 
 
 def _self_mm_term(ulgm: SelfMMLabels, name: str, outputs: Mapping[str, Any],
@@ -277,14 +288,14 @@ def _self_mm_term(ulgm: SelfMMLabels, name: str, outputs: Mapping[str, Any],
     prediction, y = _prediction_and_label(outputs, targets)
     if not ulgm.training:  # evaluation: the fused prediction against the true label
         return (prediction - y).abs().mean() if name == "M" else None
-    index = _required(targets, "targets", "index", "(Self-MM's sample index)")
+    index = targets["index"].to(ulgm.label_M.device, torch.long)  # checked by the batch check
     if name == "M":
-        return ulgm.loss({"M": prediction}, index)["M"]
+        return ulgm._loss_terms({"M": prediction}, index)["M"]
     unimodal = _features(outputs, "unimodal", [prediction.shape[0]], "(Self-MM's heads)")
     key = f"{name}_d"
     if key not in unimodal:
         return None
-    return ulgm.loss({"M": prediction, name: unimodal[key]}, index)[name]
+    return ulgm._loss_terms({"M": prediction, name: unimodal[key]}, index)[name]
 
 
 def _modality_features(outputs: Mapping[str, Any], batch: int) -> dict[str, Tensor]:
