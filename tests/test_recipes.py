@@ -373,8 +373,8 @@ def test_confede_refuses_a_batch_of_the_wrong_layout():
 
 # ------------------------------------------------------------------ the sample selector
 def ranking(features):
-    unit = torch.nn.functional.normalize(features.double(), dim=1, eps=1e-6)
-    return torch.sort(unit @ unit.T, dim=1, descending=True, stable=True).indices
+    unit = torch.nn.functional.normalize(features, dim=1, eps=1e-6)
+    return torch.sort(unit @ unit.T, dim=1, descending=True).indices
 
 
 def as_written_pools(features, labels, size=10):

@@ -325,13 +325,16 @@ class ConFEDESampler(nn.Module):
                 raise ValueError(f"{name} must be finite to rank the training split, got {bad} "
                                  "NaN or infinite value(s); the pools were left as they were")
         rounded = torch.round(labels.detach().double()).cpu()
-        unit = torch.nn.functional.normalize(features.detach().double().cpu(), dim=1, eps=1e-6)
+        # float32, as ConFEDE ranks (a float64 input keeps its precision)
+        unit = torch.nn.functional.normalize(
+            features.detach().cpu().to(torch.promote_types(features.dtype, torch.float32)),
+            dim=1, eps=1e-6)
         pools = torch.empty(n, 3, self.pool_size, dtype=torch.long)
         counts = torch.empty(n, 3, dtype=torch.long)
         block = self.block_rows or max(1, (1 << 21) // n)
         for start in range(0, n, block):
             rows = torch.arange(start, min(n, start + block))
-            rank = torch.sort(unit[rows] @ unit.T, dim=1, descending=True, stable=True).indices
+            rank = torch.sort(unit[rows] @ unit.T, dim=1, descending=True).indices  # as ConFEDE
             pools[rows], counts[rows] = self._pools(rows, rank, rounded)
         short = (counts < 2).nonzero()
         if len(short):
