@@ -11,7 +11,11 @@ Three timings, interleaved in one run on the same batch (median of ``--repeats``
   of the model's outputs (MSR + MSC + unimodal + Multi NT-Xent + the weighter);
 - train step: forward, objective, backward and an AdamW step (throughput in samples/s).
 
-The objective's share is objective / model (target: under 2 % on CPU).
+The objective's share is objective / model (target: under 2 % on CPU). ``--recipe`` times
+another recipe of :mod:`mtobjectives.recipes` in place of DMMSA's (``misa`` with random
+reconstructions of the inputs' width, ``self_mm`` on a 1,284-sample label map, ``confede`` on
+the outputs repeated into 7B rows, as if six samples were retrieved per anchor); the train step
+is timed for the recipes whose inputs the model produces (``dmmsa``, ``plain``).
 
 Usage::
 
@@ -24,6 +28,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -50,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--small", action="store_true",
                         help="tiny model and sequences: checks the script in seconds")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--recipe", default="dmmsa",
+                        choices=("dmmsa", "plain", "misa", "self_mm", "confede"))
     return parser.parse_args(argv)
 
 
@@ -139,14 +146,50 @@ def output_sum(out: dict) -> torch.Tensor:
     return total
 
 
+def build_recipe(name: str, width: int) -> torch.nn.Module:
+    """The recipe's objective, with the settings of a MOSI run (``width``: a feature's)."""
+    if name == "dmmsa":
+        return mt.recipes.dmmsa(binning=mt.CoarseGrainedBinning.preset("mosi"))
+    if name == "self_mm":
+        labels = torch.linspace(-3, 3, 1284)
+        dims = {"M": 6 * width, "T": width, "A": width, "V": width}
+        objective = mt.recipes.self_mm(labels, dims)
+        objective.step()  # epoch 2: the label update runs too
+        return objective
+    return {"plain": mt.recipes.plain, "misa": mt.recipes.misa,
+            "confede": mt.recipes.confede}[name]()
+
+
+def recipe_targets(name: str, labels: torch.Tensor) -> dict:
+    if name == "self_mm":
+        return {"M": labels, "index": torch.arange(len(labels), device=labels.device)}
+    return {"M": labels}
+
+
+def recipe_inputs(name: str, outputs: dict) -> dict:
+    """What the recipe reads beyond the model's outputs (random, of the right shapes)."""
+    if name == "misa":
+        batch, device = outputs["prediction"].shape[0], outputs["prediction"].device
+        outputs["reconstruction"] = {m: torch.randn(batch, 768, device=device,
+                                                    requires_grad=True) for m in "TAV"}
+        outputs["reconstruction_target"] = {m: torch.randn(batch, 768, device=device)
+                                            for m in "TAV"}
+    if name == "confede":  # six retrieved samples per anchor: 7B rows
+        def rows(t: torch.Tensor) -> torch.Tensor:
+            return t.detach().repeat(7, *[1] * (t.dim() - 1)).requires_grad_(True)
+
+        outputs = {"prediction": rows(outputs["prediction"]), "logits": rows(outputs["logits"]),
+                   "features": {k: rows(v) for k, v in outputs["features"].items()},
+                   "unimodal": {k: rows(v) for k, v in outputs["unimodal"].items()}}
+    return outputs
+
+
 def bench_device(args: argparse.Namespace, device: torch.device) -> dict[str, float]:
     torch.manual_seed(0)
     net = build_model(args).to(device).train()
-    objective = mt.MultiTaskObjective.dmmsa(binning=mt.CoarseGrainedBinning.preset("mosi"))
-    objective = objective.to(device).train()
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-5, weight_decay=1e-3)
     batch = dmmsa_model.batch_to(make_batch(args, net), device)
-    targets = {"M": batch["labels"]["M"]}
+    targets = recipe_targets(args.recipe, batch["labels"]["M"])
     use_bf16 = args.bf16
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
@@ -158,14 +201,18 @@ def bench_device(args: argparse.Namespace, device: torch.device) -> dict[str, fl
 
     with autocast:
         reference_outputs = net(batch)
-    objective_inputs = detached_outputs(reference_outputs)
+    width = reference_outputs["features"]["T_d"].shape[1]
+    objective = build_recipe(args.recipe, width).to(device).train()
+    objective_inputs = recipe_inputs(args.recipe, detached_outputs(reference_outputs))
+    objective_targets = ({**targets, "M": targets["M"].repeat(7), "num_anchors": args.batch_size}
+                         if args.recipe == "confede" else targets)
     del reference_outputs
 
     def objective_step() -> None:
         for t in [*objective_inputs["features"].values(), *objective_inputs["unimodal"].values(),
                   objective_inputs["prediction"], objective_inputs["logits"]]:
             t.grad = None
-        objective(objective_inputs, targets).loss.backward()
+        objective(objective_inputs, objective_targets).loss.backward()
 
     def train_step() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -175,10 +222,12 @@ def bench_device(args: argparse.Namespace, device: torch.device) -> dict[str, fl
         loss.backward()
         optimizer.step()
 
+    trains = args.recipe in ("dmmsa", "plain")  # the model gives these recipes' inputs
     for _ in range(args.warmup):
         model_step()
         objective_step()
-        train_step()
+        if trains:
+            train_step()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     model_times, objective_times = [], []
@@ -186,7 +235,7 @@ def bench_device(args: argparse.Namespace, device: torch.device) -> dict[str, fl
         model_times.append(timed(model_step, device))
         objective_times.append(timed(objective_step, device))
     steps = args.steps or args.repeats
-    train_times = [timed(train_step, device) for _ in range(steps)]
+    train_times = [timed(train_step, device) for _ in range(steps)] if trains else [math.nan]
     objective.step()  # GDWG's stage end works on what the steps accumulated
     result = {
         "model_s": statistics.median(model_times),
@@ -211,7 +260,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         devices.remove("cuda")
     s = sizes(args.small)
     print(
-        f"DMMSA objective benchmark: batch {args.batch_size}, text {args.text} "
+        f"{args.recipe} objective benchmark: batch {args.batch_size}, text {args.text} "
         f"(L={s['text_len']}), audio {s['audio_len']}x5, vision {s['vision_len']}x20, "
         f"d_model {s['d_model']}, bf16 {args.bf16}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} CPU threads"
