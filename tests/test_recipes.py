@@ -478,8 +478,6 @@ def test_sampler_refuses_bad_input_and_keeps_its_pools():
         sampler.rebuild(bad, labels)
     with pytest.raises(ValueError, match=r"at least 2 samples"):
         sampler.rebuild(features[:0], labels[:0])
-    with pytest.raises(ValueError, match=r"kind 'similar-similar'"):
-        sampler.rebuild(features[:5], torch.tensor([3.0, -3.0, -3.0, 0.0, 0.0]))
     assert torch.equal(sampler.pools, pools)
     with pytest.raises(ValueError, match=r"training rows in \[0, 29\], got 30"):
         sampler.sample(torch.tensor([30]))
@@ -575,3 +573,81 @@ def test_every_recipe_is_listed_with_its_requirements():
         assert recipes.requirements(name).recipe == name
     with pytest.raises(ValueError, match=r"name must be one of .* got 'misc'"):
         recipes.requirements("misc")
+
+
+@pytest.mark.parametrize("as_written", [True, False])
+def test_short_pools_still_give_six_samples_from_the_pool_or_the_anchor(as_written):
+    """A rounded label held by one or two clips (ConFEDE's code fails there): a one-candidate
+    pool hands it out twice, an empty pool the anchor itself."""
+    features, _ = labelled_split(8, 7)
+    labels = torch.tensor([3.0, -3.0, -3.0, 0.0, 0.0, 0.0, 1.0, 1.0])
+    sampler = recipes.ConFEDESampler(as_written=as_written)
+    sampler.rebuild(features, labels)
+    drawn = sampler.sample(torch.arange(8))
+    assert drawn.shape == (8, 6) and bool(((drawn >= 0) & (drawn < 8)).all())
+    if not as_written:
+        assert drawn[0, :2].tolist() == [0, 0]  # label 3 is the anchor's alone
+        assert drawn[1, :2].tolist() == [2, 2]  # one other clip of label -3
+        assert sampler.short_pools >= 3
+
+
+def test_the_samplers_state_is_tensors_only_before_and_after_a_rebuild():
+    sampler = recipes.ConFEDESampler(seed=4)
+    for step in range(2):
+        state = sampler.state_dict()
+        assert all(isinstance(v, torch.Tensor) for v in state.values())
+        copy = recipes.ConFEDESampler()
+        copy.load_state_dict(state)
+        assert (copy.pools is None) == (step == 0)
+        sampler.rebuild(*labelled_split(20, 8))
+    with pytest.raises(ValueError, match=r"saved with as_written=True, this sampler has False"):
+        recipes.ConFEDESampler(as_written=False).load_state_dict(sampler.state_dict())
+
+
+ULGM_RANKS = """
+import sys, torch, torch.distributed as dist
+from mtobjectives import recipes
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+g = torch.Generator().manual_seed(0)
+labels = torch.randn(16, generator=g)
+dims = {"M": 6, "T": 2, "A": 2, "V": 2}
+objective = recipes.self_mm(labels, dims)
+for epoch in range(3):
+    for batch in torch.randperm(16, generator=g).split(8):
+        feats = {s: torch.randn(len(batch), d, generator=g) for s, d in dims.items()}
+        mine = slice(rank * 4, rank * 4 + 4) if len(sys.argv) > 2 else slice(None)
+        outputs = {"prediction": torch.zeros(len(batch))[mine],
+                   "fusion_feature": feats["M"][mine],
+                   "unimodal": {f"{m}_d": torch.zeros(len(batch))[mine] for m in "TAV"},
+                   "features": {f"{m}_d": feats[m][mine] for m in "TAV"}}
+        objective(outputs, {"M": labels[batch][mine], "index": batch[mine]})
+    objective.step()
+torch.save(objective.state_dict(), sys.argv[1] + f".rank{rank}")
+dist.destroy_process_group()
+"""
+
+
+def test_self_mm_label_maps_agree_on_every_rank_and_with_one_process(tmp_path):
+    """Two gloo ranks, each with half of every batch, gather before the update: both hold the
+    maps that one process updating with the whole batch holds."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "ranks.py"
+    script.write_text(ULGM_RANKS)
+
+    def run(nproc, *extra):
+        done = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone",
+             f"--nproc_per_node={nproc}", str(script), str(tmp_path / f"n{nproc}"), *extra],
+            capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    run(1)
+    run(2, "split")
+    one = torch.load(tmp_path / "n1.rank0", weights_only=True)
+    for rank in (0, 1):
+        state = torch.load(tmp_path / f"n2.rank{rank}", weights_only=True)
+        for key, value in one.items():
+            torch.testing.assert_close(state[key], value, rtol=1e-6, atol=1e-6, msg=key)

@@ -18,7 +18,8 @@ The public surface is each module's ``__all__``; the modules, in the order a run
   :mod:`dmmsa.synthetic`: the embedded default data;
 - :mod:`dmmsa.model`: ``DMMSAModel`` (encoders + the library's decomposition head) and
   ``UnimodalRegressor`` (what a pre-training phase trains);
-- :mod:`dmmsa.objectives`: the objectives of the two stages and the baseline;
+- :mod:`dmmsa.objectives`: the objectives of the two stages (the fusion's: a recipe of
+  ``mt.recipes``); :mod:`dmmsa.retrieval`: ConFEDE's retrieved samples;
 - :mod:`dmmsa.run_state`: ``Run``, ``Phase``, ``TrainingStopped``;
   :mod:`dmmsa.training`: the loop: ``build_phase``, ``train_step``, ``end_epoch``,
   ``train_phase``, ``run_seed``;
@@ -41,5 +42,6 @@ The public surface is each module's ``__all__``; the modules, in the order a run
 
 __all__ = ["batching", "checkpoint", "checks", "cli", "compare", "compare_tables", "config_types",
            "configs", "data", "distributed", "evaluation", "feature_file", "model", "objectives",
-           "prepare", "prepare_outputs", "reporting", "run_state", "runlock", "split_checks",
+           "prepare", "prepare_outputs", "reporting", "retrieval", "run_state", "runlock",
+           "split_checks",
            "stats", "synthetic", "text_alone", "training", "variants"]

@@ -15,8 +15,13 @@ from pathlib import Path
 from dmmsa import configs, data
 from mtobjectives import has_text_anchored_pair
 
-__all__ = ["DATASET_RANGES", "MOSEI_MIN_CLIPS", "data_path", "decide_dataset",
-           "generates_synthetic", "load_range", "parse_args", "resolve_config"]
+__all__ = ["DATASET_RANGES", "MOSEI_MIN_CLIPS", "OBJECTIVES", "check_text_model", "data_path",
+           "decide_dataset", "generates_synthetic", "load_range", "parse_args",
+           "resolve_config"]
+
+
+#: The fusion objectives of ``--objective`` (``baseline`` is ``plain``'s earlier name).
+OBJECTIVES: tuple[str, ...] = ("dmmsa", "confede", "self_mm", "misa", "plain", "baseline")
 
 
 #: The sentiment interval of each dataset kind (paper section 3.1).
@@ -79,8 +84,20 @@ def _add_what_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _add_objective_arguments(parser: argparse.ArgumentParser) -> None:
     """The fusion objective and its ablations (Table 5)."""
-    parser.add_argument("--objective", default="dmmsa", choices=("dmmsa", "baseline"),
-                        help="baseline: SmoothL1(fused) + SmoothL1(unimodal), fixed weights 1")
+    parser.add_argument("--objective", default="dmmsa", choices=OBJECTIVES,
+                        help="the fusion stage's objective, a recipe of mt.recipes: dmmsa (the "
+                             "paper's Eq. 5; the flags below up to --weight-scale are its "
+                             "options), confede (ConFEDE's, with its sample selector: "
+                             "--confede-sampler, --rebuild-every), self_mm (Self-MM's, on "
+                             "generated unimodal labels), misa (MISA's, with reconstruction "
+                             "decoders), plain (SmoothL1 fused + unimodal, fixed weights 1; "
+                             "'baseline' is its earlier name)")
+    parser.add_argument("--confede-sampler", default=None, choices=("as_written", "intended"),
+                        help="--objective confede only: the ids ConFEDE's code hands out "
+                             "(as_written, default) or those its ranking meant (intended)")
+    parser.add_argument("--rebuild-every", type=int, default=None,
+                        help="--objective confede only: epochs between the sampler's rebuilds "
+                             "(default 2, ConFEDE's MOSI setting)")
     parser.add_argument("--no-msc", action="store_true", help="ablation: drop L_MSC")
     parser.add_argument("--no-cl", action="store_true", help="ablation: drop L_CL")
     parser.add_argument("--no-gdwg", action="store_true",
@@ -156,8 +173,17 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 def _check_objective(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.text_model is not None and args.text_source == "features":
         parser.error("--text-model needs --text-source bert")
-    if args.objective == "baseline" and (args.no_msc or args.no_cl or args.no_gdwg):
-        parser.error("--no-msc/--no-cl/--no-gdwg are ablations of --objective dmmsa")
+    if args.objective != "dmmsa" and (args.no_msc or args.no_cl or args.no_gdwg):
+        parser.error(f"--no-msc/--no-cl/--no-gdwg are ablations of --objective dmmsa, not "
+                     f"of --objective {args.objective}")
+    confede = [flag for flag, value in (("--confede-sampler", args.confede_sampler),
+                                        ("--rebuild-every", args.rebuild_every))
+               if value is not None]
+    if confede and args.objective != "confede":
+        parser.error(f"{'/'.join(confede)} set ConFEDE's sample selector; they apply to "
+                     f"--objective confede only, got --objective {args.objective}")
+    if args.rebuild_every is not None and args.rebuild_every < 1:
+        parser.error(f"--rebuild-every must be an int >= 1 (epochs), got {args.rebuild_every}")
     cl_options = [flag for flag, value in (("--cl-detach-anchor", args.cl_detach_anchor or None),
                                            ("--cl-warmup", args.cl_warmup),
                                            ("--cl-label-positives",
@@ -167,9 +193,9 @@ def _check_objective(parser: argparse.ArgumentParser, args: argparse.Namespace) 
                                       ("--cl-form", args.cl_form),
                                       ("--weight-scale", args.weight_scale),
                                       ("--weighting", args.weighting)) if value is not None]
-    if args.objective == "baseline" and knobs + cl_options:
-        parser.error(f"{'/'.join(knobs + cl_options)} set the DMMSA objective; --objective "
-                     "baseline has no contrastive task and fixed weights")
+    if args.objective != "dmmsa" and knobs + cl_options:
+        parser.error(f"{'/'.join(knobs + cl_options)} set the DMMSA objective; they do not "
+                     f"apply to --objective {args.objective}")
     if args.no_cl and cl_options:
         parser.error(f"{'/'.join(cl_options)} change the contrastive task, which --no-cl drops; "
                      "use one or the other")
@@ -297,6 +323,10 @@ def _apply_arguments(config: configs.ExperimentConfig, args: argparse.Namespace)
             setattr(objective, name, value)
     objective.detach_anchor = objective.detach_anchor or args.cl_detach_anchor
     objective.label_positives = objective.label_positives or args.cl_label_positives
+    if args.confede_sampler is not None:
+        objective.confede_sampler = args.confede_sampler
+    if args.rebuild_every is not None:
+        objective.confede_rebuild_every = args.rebuild_every
     if args.seeds is not None:
         config.train.seeds = tuple(args.seeds)
 

@@ -124,6 +124,9 @@ class ObjectiveConfig(_Freezable):
     Attributes:
         cl_warmup: λ_CL is ramped linearly from 0 over the first ``cl_warmup`` GDWG stages
             (``mt.WarmupSchedule(cl_warmup, mode="linear")``); 0: no warm-up.
+        confede_sampler: ConFEDE's objective only: ``"as_written"`` (the ids its code hands
+            out) or ``"intended"`` (the ids its ranking meant); ``mt.recipes.ConFEDESampler``.
+        confede_rebuild_every: ConFEDE's objective only: epochs between sampler rebuilds.
     """
 
     temperature: float = 0.5
@@ -138,6 +141,8 @@ class ObjectiveConfig(_Freezable):
     detach_anchor: bool = False
     cl_warmup: int = 0
     label_positives: bool = False
+    confede_sampler: str = "as_written"
+    confede_rebuild_every: int = 2
 
 
 @dataclass

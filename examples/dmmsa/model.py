@@ -227,6 +227,9 @@ class DMMSAModel(nn.Module):
         config: a ``configs.ModelConfig`` (or an ``ExperimentConfig``, whose ``.model`` is used).
         text_backbone: a ready ``transformers`` model for the text (e.g. built from a
             ``BertConfig`` without downloading weights); ``None`` loads ``config.text_model``.
+        reconstruction: give the head MISA's decoders (``mt.recipes.misa``), created last and
+            from their own random stream, so that every other weight, and the random state
+            after construction, equal those of a model without them.
 
     Attributes:
         encoders: ``{"T", "A", "V"}`` (the configured subset) -> encoder module.
@@ -240,7 +243,8 @@ class DMMSAModel(nn.Module):
     """
 
     def __init__(
-        self, config: ModelConfig | ExperimentConfig, *, text_backbone: nn.Module | None = None
+        self, config: ModelConfig | ExperimentConfig, *, text_backbone: nn.Module | None = None,
+        reconstruction: bool = False,
     ) -> None:
         super().__init__()
         config = getattr(config, "model", config)
@@ -289,6 +293,12 @@ class DMMSAModel(nn.Module):
         self.pretrain_heads = nn.ModuleDict(
             {m: mlp(d, config.pretrain_hidden) for m, d in self.feature_dims.items()}
         )
+        if reconstruction:  # MISA's decoders: every other weight, and the RNG after, unchanged
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(torch.initial_seed() + 1)
+                self.head.decoders = nn.ModuleDict(
+                    {m: nn.Linear(config.feature_dim, d) for m, d in self.feature_dims.items()}
+                )
 
     def encode(self, batch: Mapping[str, Any], modalities: Sequence[str] | None = None) -> dict:
         """Each modality's pooled feature ``{m: [B, feature_dims[m]]}`` (all configured ones)."""

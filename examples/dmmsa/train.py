@@ -32,6 +32,15 @@ no contrastive loss, no GDWG. ``--no-msc``, ``--no-cl``, ``--no-gdwg`` are Table
 ``--cl-detach-anchor``, ``--cl-warmup K``, ``--cl-label-positives`` and ``--weighting
 uncertainty`` are the options of the objective study (``docs/results.md``), off by default.
 
+``--objective confede|self_mm|misa|plain`` trains the fusion stage with another recipe of
+``mt.recipes`` (``plain`` is ``baseline``'s name there), each with its paper's defaults:
+ConFEDE's retrieves six training samples per anchor (its selector rebuilt from the model's
+encoder outputs before epochs 1, 3, 5, ...; ``--confede-sampler``, ``--rebuild-every``),
+Self-MM's keeps a generated label per training sample, MISA's adds reconstruction decoders to
+the head (created from their own random stream, so that every other weight is the same). The
+log says which terms are active (on text-only data ConFEDE's and DMMSA's contrastive terms are
+left out). A flag of one objective given with another is an error.
+
 Outputs in ``--out``: ``config.json``; per seed ``seed<s>/pretrain_<m>.csv`` and
 ``seed<s>/fusion.csv`` (one row per epoch: lr, every task loss and weight, validation metrics),
 ``seed<s>/checkpoint.pt`` (written atomically every ``--save-every`` steps and at each epoch end;

@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import mtobjectives as mt
-from dmmsa import batching, configs, evaluation, objectives
+from dmmsa import batching, configs, evaluation, objectives, retrieval
 from dmmsa import model as model_lib
 from dmmsa.checkpoint import Checkpointer, EpochSums, Progress, atomic_save, cpu_clone, set_seed
 from dmmsa.distributed import Dist, epoch_indices
@@ -85,8 +85,11 @@ def _what_is_trained(run: Run, name: str, model: model_lib.DMMSAModel,
     experiment = run.experiment
     if name == "fusion":
         model.set_text_trainable(not experiment.train.freeze_text_in_fusion)
-        return (experiment.train.fusion, model,
-                objectives.fusion_objective(run.config, run.binning), "M")
+        labels = run.datasets["train"].labels["M"].float()
+        objective = objectives.fusion_objective(run.config, run.binning, labels)
+        run.log(f"fusion objective: {objectives.run_name(run.config)}; terms "
+                f"{objectives.active_terms(objective)}")
+        return experiment.train.fusion, model, objective, "M"
     modality = name[-1]
     model.set_text_trainable(True)
     label = modality if modality in run.datasets["train"].labels else "M"
@@ -198,13 +201,19 @@ def train_step(run: Run, phase: Phase, progress: Progress, batch: dict[str, Any]
                last_saved: str, seed: int) -> float:
     """One optimiser step on ``batch``; returns the total loss (stops on a non-finite one)."""
     batch = model_lib.batch_to(batch, run.dist.device)
+    anchors = None
+    if retrieval.retrieves(phase):  # ConFEDE: each anchor's six retrieved samples appended
+        batch, anchors = retrieval.with_retrieved(run, phase, batch)
     with run.autocast():
         outputs = phase.trained(batch)
     outputs = as_float(outputs)
     if phase.name == "fusion" and run.config.inject_nan == progress.step + 1:
         outputs["prediction"] = outputs["prediction"] * float("nan")
-    result = phase.objective(outputs, {key: value.float()
-                                       for key, value in batch["labels"].items()})
+    targets: dict[str, Any] = {key: value.float() for key, value in batch["labels"].items()}
+    targets["index"] = batch["index"]  # Self-MM's label maps are keyed by the sample's row
+    if anchors is not None:
+        targets[mt.NUM_ANCHORS] = anchors
+    result = phase.objective(outputs, targets)
     # one device-to-host copy per step for the check and the log
     n_terms = len(result.terms)
     values = torch.stack([term.float() for term in result.terms.values()]
@@ -293,6 +302,8 @@ def train_phase(run: Run, phase: Phase, model: model_lib.DMMSAModel, seed: int,
     while progress.epoch < phase.stage.epochs:
         started = time.perf_counter()
         phase.trained.train()
+        if retrieval.retrieves(phase) and progress.batch == 0:
+            retrieval.rebuild_if_due(run, phase, model, progress.epoch + 1)
         for batch in epoch_batches(run, phase, progress, seed):
             loss = train_step(run, phase, progress, batch, checkpointer.last_saved, seed)
             if bar is not None:
@@ -399,7 +410,8 @@ def _start_model(run: Run, seed: int, seed_dir: Path, checkpoint: dict[str, Any]
     """The seed's model (from the checkpoint, or ``pretrained.pt`` for a fusion-only run) and
     the phases it completed."""
     set_seed(seed)
-    model = model_lib.DMMSAModel(run.experiment.model).to(run.dist.device)  # same on every rank
+    model = model_lib.DMMSAModel(run.experiment.model,  # the same on every rank
+                                 reconstruction=run.config.objective == "misa").to(run.dist.device)
     if run.dist.rank:
         # Every rank must draw its own dropout masks: correlated masks across the global batch
         # would make N processes train a different model than one process with the same batch.
@@ -410,12 +422,21 @@ def _start_model(run: Run, seed: int, seed_dir: Path, checkpoint: dict[str, Any]
     if run.config.stage == "fusion":
         pretrained = seed_dir / "pretrained.pt"
         if pretrained.exists():
-            model.load_state_dict(torch.load(pretrained, map_location=run.dist.device,
-                                             weights_only=True))
+            _load_pretrained(model, torch.load(pretrained, map_location=run.dist.device,
+                                               weights_only=True))
             run.log(f"seed {seed}: fusion starts from the pre-trained encoders in {pretrained}")
         else:
             run.log(f"seed {seed}: no {pretrained}; fusion starts without unimodal pre-training")
     return model, {}
+
+
+def _load_pretrained(model: model_lib.DMMSAModel, state: dict[str, Any]) -> None:
+    """The pre-trained weights; MISA's decoders, which the pre-training has not, start fresh."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [key for key in missing if not key.startswith("head.decoders.")]
+    if missing or unexpected:
+        raise RuntimeError(f"pretrained.pt does not fit this model: missing {missing[:5]}, "
+                           f"unexpected {unexpected[:5]}")
 
 
 def _phase_results(completed: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,12 @@ VARIANT_FLAGS: dict[str, list[str]] = {
     "sg-labelpos": ["--cl-detach-anchor", "--cl-label-positives"],
     "sg-warmup-labelpos": ["--cl-detach-anchor", "--cl-warmup", "3", "--cl-label-positives"],
     "uw-sg": ["--weighting", "uncertainty", "--cl-detach-anchor"],
+    # the field's objectives (mt.recipes), each with its paper's defaults
+    "plain": ["--objective", "plain"],
+    "confede": ["--objective", "confede"],
+    "confede-intended": ["--objective", "confede", "--confede-sampler", "intended"],
+    "self_mm": ["--objective", "self_mm"],
+    "misa": ["--objective", "misa"],
 }
 VARIANT_NAMES = {"dmmsa": "DMMSA", "baseline": "baseline (SmoothL1 fused + unimodal)",
                  "no-msc": "DMMSA w/o MSC", "no-cl": "DMMSA w/o CL", "no-gdwg": "DMMSA w/o GDWG",
@@ -28,7 +34,10 @@ VARIANT_NAMES = {"dmmsa": "DMMSA", "baseline": "baseline (SmoothL1 fused + unimo
                  "uw": "DMMSA + uw", "sg-warmup": "DMMSA + sg + warmup",
                  "sg-labelpos": "DMMSA + sg + labelpos",
                  "sg-warmup-labelpos": "DMMSA + sg + warmup + labelpos",
-                 "uw-sg": "DMMSA + uw + sg"}
+                 "uw-sg": "DMMSA + uw + sg", "plain": "plain (SmoothL1 fused + unimodal)",
+                 "confede": "ConFEDE's objective (its sampler as written)",
+                 "confede-intended": "ConFEDE's objective (its sampler as intended)",
+                 "self_mm": "Self-MM's objective", "misa": "MISA's objective"}
 TEXT_ALONE_LABEL = "pre-trained text model alone"
 
 

@@ -178,7 +178,8 @@ def confede(*, temperature: float = 0.5, contrastive_weight: float = 0.1,
 
     with :func:`confede_prediction_loss` (task ``"MSE"``), :func:`confede_contrastive` (task
     ``"CL"``, :math:`\tau` = ``temperature``) and :func:`confede_unimodal_loss` (task ``"Uni"``),
-    fixed weights :math:`w_{CL} = 0.1`, :math:`w_{Uni} = 0.01` (ConFEDE's). The objective reads
+    fixed weights :math:`w_{CL} = 0.1`, :math:`w_{Uni} = 0.01` (ConFEDE's; a weight of 0 drops
+    its term, e.g. the contrastive one on data without audio or vision). The objective reads
     every row of the batch (``rows="all"``; the layout is in the module docstring) and holds
     ``sampler`` (default: a :class:`ConFEDESampler` with ConFEDE's settings) as
     ``objective.sampler``, so that its pools and random state are in ``state_dict()``.
@@ -209,8 +210,9 @@ def confede(*, temperature: float = 0.5, contrastive_weight: float = 0.1,
     tasks = {"MSE": confede_prediction_loss,
              "CL": lambda o, t: _contrastive_task(o, t, temperature=temperature),
              "Uni": confede_unimodal_loss}
+    kept = {name: task for name, task in tasks.items() if weights[name] > 0}  # 0: term off
     objective = MultiTaskObjective(
-        tasks, fixed=weights, rows="all",
+        kept, fixed={name: weights[name] for name in kept}, rows="all",
         check_batch=lambda o, t: REQUIREMENTS.check(o, t),
     )
     if sampler is not None and not isinstance(sampler, ConFEDESampler):
@@ -284,6 +286,8 @@ class ConFEDESampler(nn.Module):
             raise ValueError(f"block_rows must be >= 1 or None, got {block_rows}")
         self.block_rows = block_rows
         self._generator = torch.Generator().manual_seed(self.seed)
+        #: Anchors whose last rebuild left a pool with fewer than 2 candidates (see rebuild).
+        self.short_pools = 0
         self.pools: Tensor | None = None  # [N, 3, pool_size] ids, in the order of KINDS
         self.counts: Tensor | None = None  # [N, 3]: how many of each pool are filled
         self.rebuilds = 0
@@ -307,9 +311,13 @@ class ConFEDESampler(nn.Module):
                 whose index is :math:`i`), finite.
             labels: ``[N]`` their labels, finite (they are rounded here).
 
+        A rounded label held by one or two clips leaves pools short, where ConFEDE's code
+        fails: a pool with one candidate hands it out twice, an empty one holds the anchor
+        itself (:attr:`short_pools` counts such anchors).
+
         Raises:
-            ValueError: an empty split, non-finite features or labels, shapes that disagree, or
-                an anchor with fewer than 2 candidates of a kind (the message names it).
+            ValueError: an empty split, non-finite features or labels, or shapes that disagree
+                (the pools are left as they were).
         """
         check_floating("features", features)
         check_shape("features", features, ("N", "D"))
@@ -336,13 +344,13 @@ class ConFEDESampler(nn.Module):
             rows = torch.arange(start, min(n, start + block))
             rank = torch.sort(unit[rows] @ unit.T, dim=1, descending=True).indices  # as ConFEDE
             pools[rows], counts[rows] = self._pools(rows, rank, rounded)
-        short = (counts < 2).nonzero()
-        if len(short):
-            anchor, kind = short[0].tolist()
-            raise ValueError(f"anchor {anchor} has {int(counts[anchor, kind])} candidate(s) of "
-                             f"kind {KINDS[kind]!r}; 2 are drawn (the split needs at least 2 "
-                             "samples of the anchor's rounded label and 2 of another); the "
-                             "pools were left as they were")
+        # A rounded label held by one or two clips leaves a pool short (ConFEDE's code then
+        # fails in random.sample): one candidate is drawn twice, and an empty pool holds the
+        # anchor itself, so every anchor still gets its six samples.
+        empty = counts == 0
+        pools[:, :, 0] = torch.where(empty, torch.arange(n).unsqueeze(1), pools[:, :, 0])
+        counts = torch.where(empty, 1, counts)
+        self.short_pools = int((counts < 2).any(dim=1).sum())
         self.pools, self.counts = pools, counts
         self.rebuilds += 1
 
@@ -391,8 +399,10 @@ class ConFEDESampler(nn.Module):
             raise ValueError(f"index must hold training rows in [0, {n - 1}], got "
                              f"{rows[(rows < 0) | (rows >= n)][0].item()}")
         noise = torch.rand(len(rows), 3, self.pool_size, generator=self._generator)
-        filled = torch.arange(self.pool_size) < self.counts[rows].unsqueeze(-1)
+        counts = self.counts[rows].unsqueeze(-1)
+        filled = torch.arange(self.pool_size) < counts
         picks = torch.where(filled, noise, 2.0).topk(2, dim=-1, largest=False).indices
+        picks = torch.where(counts >= 2, picks, 0)  # a one-candidate pool: it, twice
         drawn = self.pools[rows].gather(2, picks)  # [B, 3, 2]
         return drawn.flatten(1).to(index.device)
 
@@ -408,20 +418,46 @@ class ConFEDESampler(nn.Module):
         return float(same[filled].double().mean())
 
     # ------------------------------------------------------------------------ state
-    def get_extra_state(self) -> dict[str, Any]:
-        return {"pools": self.pools, "counts": self.counts, "rebuilds": self.rebuilds,
-                "generator": self._generator.get_state(), "as_written": self.as_written,
-                "pool_size": self.pool_size}
+    _STATE_VERSION = 1
 
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        for key in ("as_written", "pool_size"):
-            if state.get(key) != getattr(self, key):
+    def get_extra_state(self) -> Tensor:
+        """Pools, counts, rebuild count, settings and the generator's state, packed into one
+        ``int64`` tensor (a ``state_dict()`` of tensors only, as the weighters keep theirs):
+        ``[version, as_written, pool_size, rebuilds, N, pools (N*3*pool_size), counts (N*3),
+        len(generator state), generator state bytes]``."""
+        n = 0 if self.pools is None else self.pools.shape[0]
+        generator = self._generator.get_state().to(torch.int64)
+        parts = [torch.tensor([self._STATE_VERSION, int(self.as_written), self.pool_size,
+                               self.rebuilds, n])]
+        if self.pools is not None and self.counts is not None:
+            parts += [self.pools.reshape(-1), self.counts.reshape(-1)]
+        parts += [torch.tensor([generator.numel()]), generator]
+        return torch.cat(parts)
+
+    def set_extra_state(self, state: Any) -> None:
+        """Restore :meth:`get_extra_state`'s tensor; refuse one saved with other settings."""
+        if not isinstance(state, Tensor) or state.dtype != torch.int64 or state.dim() != 1 \
+                or state.numel() < 6 or int(state[0]) != self._STATE_VERSION:
+            raise ValueError("ConFEDESampler.load_state_dict(): the state must be the int64 "
+                             "tensor that state_dict() saves")
+        values = state.cpu()
+        for position, key in ((1, "as_written"), (2, "pool_size")):
+            saved = bool(values[position]) if key == "as_written" else int(values[position])
+            if saved != getattr(self, key):
                 raise ValueError(f"ConFEDESampler.load_state_dict(): the state was saved with "
-                                 f"{key}={state.get(key)!r}, this sampler has "
-                                 f"{getattr(self, key)!r}; build it with the saved settings")
-        self.pools, self.counts = state["pools"], state["counts"]
-        self.rebuilds = int(state["rebuilds"])
-        self._generator.set_state(state["generator"])
+                                 f"{key}={saved!r}, this sampler has {getattr(self, key)!r}; "
+                                 "build it with the saved settings")
+        rebuilds, n = int(values[3]), int(values[4])
+        offset = 5
+        pools = counts = None
+        if n:
+            size = n * 3 * self.pool_size
+            pools = values[offset:offset + size].view(n, 3, self.pool_size).clone()
+            counts = values[offset + size:offset + size + 3 * n].view(n, 3).clone()
+            offset += size + 3 * n
+        length = int(values[offset])
+        self._generator.set_state(values[offset + 1:offset + 1 + length].to(torch.uint8))
+        self.pools, self.counts, self.rebuilds = pools, counts, rebuilds
 
     def extra_repr(self) -> str:
         size = None if self.pools is None else self.pools.shape[0]

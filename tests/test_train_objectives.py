@@ -1,0 +1,164 @@
+"""``train.py --objective``: every recipe of ``mt.recipes`` in the reference system (issue 20, 1).
+
+Short synthetic runs of every objective; the flags of one objective refused with another;
+MISA's decoders on top of a pre-trained model; ConFEDE's sampler rebuilt on schedule and kept
+in the checkpoint; Self-MM's label maps keyed by the training row.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from dmmsa import compare, synthetic, train
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "tiny.pkl"
+    return synthetic.make_synthetic(path, seed=0, n_train=40, n_valid=12, n_test=12)
+
+
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def args(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["--data", str(data), "--out", str(out), "--pretrain-epochs", "1", "--epochs", "3",
+            "--batch-size", "8", "--threads", "1", "--limit-batches", "2", *extra]
+
+
+def finished(out: Path) -> dict:
+    result = json.loads((out / "results.json").read_text())
+    test = result["per_seed"][0]["test"]
+    assert all(math.isfinite(v) for v in test.values()), test
+    return result
+
+
+@pytest.mark.parametrize("objective, terms", [
+    ("confede", ["MSE", "CL", "Uni"]), ("self_mm", ["M", "T", "A", "V"]),
+    ("misa", ["Task", "Diff", "Sim", "Recon"]), ("plain", ["MSR", "Uni"]),
+])
+def test_every_objective_trains_and_says_its_terms(tiny_data, tmp_path, capsys, objective, terms):
+    out = tmp_path / objective
+    assert train.main(args(tiny_data, out, "--objective", objective)) == 0
+    printed = capsys.readouterr().out
+    assert f"terms {terms}" in printed
+    rows = (out / "seed1" / "fusion.csv").read_text().splitlines()
+    assert all(f"loss_{t}" in rows[0] for t in terms), rows[0]
+    finished(out)
+
+
+def test_confedes_sampler_is_rebuilt_on_schedule_and_kept_in_the_checkpoint(tiny_data, tmp_path,
+                                                                            capsys):
+    out = tmp_path / "confede"
+    assert train.main(args(tiny_data, out, "--objective", "confede", "--confede-sampler",
+                           "intended", "--keep-checkpoint")) == 0
+    printed = capsys.readouterr().out
+    assert "fusion epoch 1: ConFEDE's sampler rebuilt" in printed
+    assert "fusion epoch 3: ConFEDE's sampler rebuilt" in printed
+    assert "fusion epoch 2: ConFEDE's sampler rebuilt" not in printed
+    state = torch.load(out / "seed1" / "checkpoint.pt", weights_only=True)
+    objective = state["per_rank"][0]["objective"]
+    key = next(k for k in objective if k.endswith("_extra_state"))
+    assert objective[key].dtype == torch.int64 and objective[key][4] == 40  # 40 training rows
+
+
+def test_on_text_and_audio_only_confede_drops_its_contrastive_term(tiny_data, tmp_path, capsys):
+    splits = pickle.loads(tiny_data.read_bytes())
+    for split in splits.values():
+        split.pop("vision"), split.pop("vision_lengths", None)
+    data = tmp_path / "ta.pkl"
+    data.write_bytes(pickle.dumps(splits))
+    assert train.main(args(data, tmp_path / "run", "--objective", "confede")) == 0
+    assert "terms ['MSE', 'Uni']" in capsys.readouterr().out
+
+
+def test_misa_fusion_starts_from_a_pretraining_without_decoders(tiny_data, tmp_path):
+    pre = tmp_path / "pre"
+    assert train.main(args(tiny_data, pre, "--stage", "pretrain")) == 0
+    fusion = tmp_path / "misa"
+    (fusion / "seed1").mkdir(parents=True)
+    (fusion / "seed1" / "pretrained.pt").write_bytes((pre / "seed1" / "pretrained.pt").read_bytes())
+    assert train.main(args(tiny_data, fusion, "--stage", "fusion", "--objective", "misa")) == 0
+    finished(fusion)
+
+
+def test_the_decoders_leave_every_other_initial_weight_and_the_random_state_alone():
+    from dmmsa import configs
+    from dmmsa import model as model_lib
+
+    config = configs.get_config("synthetic").model
+    torch.manual_seed(3)
+    plain = model_lib.DMMSAModel(config)
+    after_plain = torch.rand(3)
+    torch.manual_seed(3)
+    misa = model_lib.DMMSAModel(config, reconstruction=True)
+    after_misa = torch.rand(3)
+    assert torch.equal(after_plain, after_misa)
+    mine = misa.state_dict()
+    assert all(torch.equal(value, mine[key]) for key, value in plain.state_dict().items())
+    assert any(key.startswith("head.decoders.") for key in mine)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--objective", "plain", "--cl-temperature", "0.2"],
+     "--cl-temperature set the DMMSA objective; they do not apply to --objective plain"),
+    (["--objective", "misa", "--no-msc"], "are ablations of --objective dmmsa, not of "
+                                          "--objective misa"),
+    (["--confede-sampler", "intended"], "apply to --objective confede only, got --objective "
+                                        "dmmsa"),
+    (["--objective", "confede", "--rebuild-every", "0"], "--rebuild-every must be an int >= 1"),
+])
+def test_a_flag_of_another_objective_is_an_error(tiny_data, tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit):
+        train.main(args(tiny_data, tmp_path / "run", *flags))
+    assert message in capsys.readouterr().err
+
+
+def test_compare_knows_every_recipe_as_a_variant(tmp_path):
+    parsed = compare.parse_args(["--data", str(tmp_path / "f.pkl"), "--config", "synthetic",
+                                 "--variants", "plain",
+                                 "confede", "confede-intended", "self_mm", "misa", "dmmsa",
+                                 "--reference", "plain", "--out", str(tmp_path / "o")])
+    jobs = {job.name.split()[-1]: job.argv for job in compare.plan(parsed)}
+    argv = jobs["confede-intended"]
+    assert argv[argv.index("--objective"):argv.index("--objective") + 4] == [
+        "--objective", "confede", "--confede-sampler", "intended"]
+    for name in ("plain", "confede", "self_mm", "misa"):
+        assert "--objective" in jobs[name] and name in jobs[name]
+
+
+@pytest.mark.parametrize("objective", ["confede", "self_mm"])
+def test_an_interrupted_fusion_resumes_to_the_uninterrupted_result(tiny_data, tmp_path,
+                                                                    monkeypatch, objective):
+    """The sampler's pools and random state, and Self-MM's label maps, are in the checkpoint."""
+    from dmmsa import training
+
+    flags = ["--objective", objective, "--save-every", "1", "--epochs", "4"]
+    whole = tmp_path / "whole"
+    assert train.main(args(tiny_data, whole, *flags)) == 0
+    stopped = tmp_path / "stopped"
+    real_step, calls = training.train_step, {"fusion": 0}
+
+    def stop_in_fusion(run, phase, *rest):
+        if phase.name == "fusion":
+            calls["fusion"] += 1
+            if calls["fusion"] == 4:  # epoch 2 of fusion, after its rebuild and a step
+                raise KeyboardInterrupt
+        return real_step(run, phase, *rest)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(training, "train_step", stop_in_fusion)
+        with pytest.raises(KeyboardInterrupt):
+            train.main(args(tiny_data, stopped, *flags))
+    assert train.main(args(tiny_data, stopped, *flags, "--resume")) == 0
+    assert finished(stopped)["per_seed"][0]["test"] == finished(whole)["per_seed"][0]["test"]
