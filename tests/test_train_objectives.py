@@ -162,3 +162,51 @@ def test_an_interrupted_fusion_resumes_to_the_uninterrupted_result(tiny_data, tm
             train.main(args(tiny_data, stopped, *flags))
     assert train.main(args(tiny_data, stopped, *flags, "--resume")) == 0
     assert finished(stopped)["per_seed"][0]["test"] == finished(whole)["per_seed"][0]["test"]
+
+
+# ----------------------------------------------------------------- --freeze-encoders
+@pytest.mark.parametrize("objective", ["dmmsa", "confede"])
+def test_frozen_encoders_give_the_same_results_cached_and_uncached(tiny_data, tmp_path, capsys,
+                                                                   objective):
+    flags = ["--objective", objective, "--freeze-encoders"]
+    cached, uncached = tmp_path / "cached", tmp_path / "uncached"
+    assert train.main(args(tiny_data, cached, *flags)) == 0
+    assert "encoder features cached in" in capsys.readouterr().out
+    assert (cached / "seed1" / "encoder_features.pt").is_file()
+    assert train.main(args(tiny_data, uncached, *flags, "--no-feature-cache")) == 0
+    assert not (uncached / "seed1" / "encoder_features.pt").exists()
+    a = finished(cached)["per_seed"][0]
+    b = finished(uncached)["per_seed"][0]
+    assert a["test"] == b["test"]  # result.json keeps 4 digits
+    assert a["phases"]["fusion"]["valid"] == b["phases"]["fusion"]["valid"]
+
+
+def test_frozen_encoders_do_not_move_in_the_fusion_stage(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    assert train.main(args(tiny_data, out, "--freeze-encoders", "--keep-checkpoint")) == 0
+    pretrained = torch.load(out / "seed1" / "pretrained.pt", weights_only=True)
+    best = torch.load(out / "seed1" / "model_best.pt", weights_only=True)
+    encoders = [k for k in pretrained if k.startswith("encoders.")]
+    assert encoders and all(torch.equal(pretrained[k], best[k]) for k in encoders)
+    heads = [k for k in pretrained if k.startswith("head.similarity")]
+    assert any(not torch.equal(pretrained[k], best[k]) for k in heads)
+
+
+def test_a_stale_feature_cache_is_refused(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    flags = ["--freeze-encoders", "--stage", "fusion"]
+    assert train.main(args(tiny_data, out, *flags)) == 0
+    cache = out / "seed1" / "encoder_features.pt"
+    saved = torch.load(cache, weights_only=True)
+    saved["key"]["encoders_sha256"] = "0" * 64  # made from other pre-trained weights
+    torch.save(saved, cache)
+    (out / "seed1" / "result.json").unlink()
+    with pytest.raises(SystemExit, match=r"holds the encoder features of other "
+                                         r"encoders_sha256; it is never used"):
+        train.main(args(tiny_data, out, *flags, "--resume"))
+
+
+def test_no_feature_cache_needs_frozen_encoders(tiny_data, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train.main(args(tiny_data, tmp_path / "run", "--no-feature-cache"))
+    assert "--no-feature-cache applies to --freeze-encoders" in capsys.readouterr().err

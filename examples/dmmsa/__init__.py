@@ -22,7 +22,8 @@ The public surface is each module's ``__all__``; the modules, in the order a run
   ``mt.recipes``); :mod:`dmmsa.retrieval`: ConFEDE's retrieved samples;
 - :mod:`dmmsa.run_state`: ``Run``, ``Phase``, ``TrainingStopped``;
   :mod:`dmmsa.training`: the loop: ``build_phase``, ``train_step``, ``end_epoch``,
-  ``train_phase``, ``run_seed``;
+  ``train_phase``, ``run_seed``; :mod:`dmmsa.feature_cache`: ``--freeze-encoders`` and its
+  cached encoder outputs;
   :mod:`dmmsa.runlock`: one writer per output (``OUT/.lock``);
   :mod:`dmmsa.checkpoint`: ``Checkpointer`` (save, resume, RNG states);
   :mod:`dmmsa.distributed`: ``Dist`` (``torchrun``); :mod:`dmmsa.evaluation`: ``predict`` and
@@ -41,7 +42,8 @@ The public surface is each module's ``__all__``; the modules, in the order a run
 # repository root: `python examples/dmmsa/train.py ...`.
 
 __all__ = ["batching", "checkpoint", "checks", "cli", "compare", "compare_tables", "config_types",
-           "configs", "data", "distributed", "evaluation", "feature_file", "model", "objectives",
+           "configs", "data", "distributed", "evaluation", "feature_cache", "feature_file", "model",
+           "objectives",
            "prepare", "prepare_outputs", "reporting", "retrieval", "run_state", "runlock",
            "split_checks",
            "stats", "synthetic", "text_alone", "training", "variants"]

@@ -136,7 +136,7 @@ class MSADataset(Dataset):
 
 
 def make_loader(
-    data: MSADataset | MMSASplit,
+    data: Dataset | MMSASplit,
     *,
     batch_size: int,
     shuffle: bool = False,
@@ -170,7 +170,7 @@ def make_loader(
     if sampler is not None and shuffle:
         raise ValueError("shuffle=True cannot be combined with a sampler (the sampler orders "
                          "the samples); pass shuffle=False")
-    dataset = data if isinstance(data, MSADataset) else MSADataset(data, text_source)
+    dataset = data if isinstance(data, Dataset) else MSADataset(data, text_source)
     generator = None
     if seed is not None:
         generator = torch.Generator().manual_seed(int(seed))

@@ -95,6 +95,10 @@ def _add_objective_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--confede-sampler", default=None, choices=("as_written", "intended"),
                         help="--objective confede only: the ids ConFEDE's code hands out "
                              "(as_written, default) or those its ranking meant (intended)")
+    parser.add_argument("--freeze-encoders", action="store_true",
+                        help="fix every encoder after the unimodal pre-training and train the "
+                             "fusion stage's head on their cached outputs (ConFEDE keeps its "
+                             "text encoder fixed in the fusion stage)")
     parser.add_argument("--rebuild-every", type=int, default=None,
                         help="--objective confede only: epochs between the sampler's rebuilds "
                              "(default 2, ConFEDE's MOSI setting)")
@@ -166,6 +170,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
                              "whose tiny layers run slower with more; else torch's default)")
     parser.add_argument("--limit-batches", type=int, default=None,
                         help="at most N training batches per epoch (quick checks)")
+    parser.add_argument("--no-feature-cache", action="store_true",
+                        help="with --freeze-encoders: run the fixed encoders at every step "
+                             "instead of caching their outputs (the same results, for an A/B)")
     parser.add_argument("--inject-nan", type=int, default=None, metavar="STEP",
                         help="testing aid: make the fused prediction NaN at this fusion step")
 
@@ -182,6 +189,9 @@ def _check_objective(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     if confede and args.objective != "confede":
         parser.error(f"{'/'.join(confede)} set ConFEDE's sample selector; they apply to "
                      f"--objective confede only, got --objective {args.objective}")
+    if args.no_feature_cache and not args.freeze_encoders:
+        parser.error("--no-feature-cache applies to --freeze-encoders (only fixed encoders' "
+                     "outputs are cached)")
     if args.rebuild_every is not None and args.rebuild_every < 1:
         parser.error(f"--rebuild-every must be an int >= 1 (epochs), got {args.rebuild_every}")
     cl_options = [flag for flag, value in (("--cl-detach-anchor", args.cl_detach_anchor or None),
@@ -452,4 +462,4 @@ def resolve_config(args: argparse.Namespace, facts: data.DataFacts,
         data_sha256=data.file_digest(path) if path.is_file() else "",
         objective=args.objective, stage=args.stage, phases=tuple(phases),
         limit_batches=args.limit_batches, inject_nan=args.inject_nan,
-        constrain_prediction=args.constrain_prediction))
+        constrain_prediction=args.constrain_prediction, freeze_encoders=args.freeze_encoders))

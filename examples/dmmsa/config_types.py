@@ -212,6 +212,8 @@ class RunConfig(_Freezable):
         limit_batches: at most this many training batches per epoch (``None``: all).
         inject_nan: a testing aid: the fusion step whose fused prediction is made NaN.
         constrain_prediction: also evaluate with ``CoarseGrainedBinning.constrain`` (Fig. 6).
+        freeze_encoders: fix every encoder after the pre-training; the fusion trains the head
+            (``dmmsa.feature_cache``).
     """
 
     experiment: ExperimentConfig
@@ -223,6 +225,7 @@ class RunConfig(_Freezable):
     limit_batches: int | None = None
     inject_nan: int | None = None
     constrain_prediction: bool = False
+    freeze_encoders: bool = False
 
 
 def freeze(config: Any) -> Any:

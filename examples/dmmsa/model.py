@@ -257,6 +257,8 @@ class DMMSAModel(nn.Module):
         if config.text_source not in ("bert", "features"):
             raise ValueError(f"text_source must be 'bert' | 'features', got {config.text_source!r}")
         self.modalities = tuple(m for m in ("T", "A", "V") if m in config.modalities)
+        #: Whether :meth:`freeze_encoders` fixed the encoders.
+        self.encoders_frozen = False
         _check_input_dims(config, self.modalities)
 
         def sequence_encoder(in_dim: int, layers: int, name: str,
@@ -301,8 +303,20 @@ class DMMSAModel(nn.Module):
                 )
 
     def encode(self, batch: Mapping[str, Any], modalities: Sequence[str] | None = None) -> dict:
-        """Each modality's pooled feature ``{m: [B, feature_dims[m]]}`` (all configured ones)."""
+        """Each modality's pooled feature ``{m: [B, feature_dims[m]]}`` (all configured ones).
+
+        A batch of cached encoder outputs (``batch["encoded"]``, ``--freeze-encoders``) gives
+        them directly; fixed encoders (:meth:`freeze_encoders`) run without gradient.
+        """
         wanted = self.modalities if modalities is None else tuple(modalities)
+        if "encoded" in batch:
+            return {m: batch["encoded"][m] for m in wanted}
+        if self.encoders_frozen:
+            with torch.no_grad():
+                return self._encode_all(batch, wanted)
+        return self._encode_all(batch, wanted)
+
+    def _encode_all(self, batch: Mapping[str, Any], wanted: Sequence[str]) -> dict:
         features: dict[str, Tensor] = {}
         for m in wanted:
             if m not in self.encoders:
@@ -322,9 +336,23 @@ class DMMSAModel(nn.Module):
         return {m: self.pretrain_heads[m](h).squeeze(-1) for m, h in features.items()}
 
     def set_text_trainable(self, trainable: bool) -> None:
-        """Freeze or unfreeze the text encoder (ConFEDE freezes it in the fusion stage)."""
+        """Freeze or unfreeze the text encoder (ConFEDE freezes it in the fusion stage); every
+        encoder stays fixed after :meth:`freeze_encoders`."""
         if "T" in self.encoders:
-            self.encoders["T"].requires_grad_(trainable)
+            self.encoders["T"].requires_grad_(trainable and not self.encoders_frozen)
+
+    def freeze_encoders(self) -> None:
+        """Fix every encoder: no gradient, and evaluation mode (no dropout) from now on, also
+        after ``train()``, so that their outputs are the same at every step."""
+        self.encoders_frozen = True
+        self.encoders.requires_grad_(False)
+        self.encoders.eval()
+
+    def train(self, mode: bool = True) -> DMMSAModel:
+        super().train(mode)
+        if self.encoders_frozen:
+            self.encoders.eval()
+        return self
 
     def _encode_one(self, batch: Mapping[str, Any], m: str) -> Tensor:
         if m == "T":

@@ -38,7 +38,8 @@ def rebuild_if_due(run: Run, phase: Phase, model: model_lib.DMMSAModel, epoch: i
     was_training = model.training
     model.eval()
     parts = []
-    loader = batching.make_loader(train, batch_size=max(phase.stage.batch_size, 64))
+    loader = batching.make_loader(train, batch_size=max(phase.stage.batch_size, 64),
+                                  seed=0)  # its own generator: the global RNG is untouched
     for batch in loader:
         batch = model_lib.batch_to(batch, run.dist.device)
         with run.autocast():

@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import mtobjectives as mt
-from dmmsa import batching, configs, evaluation, objectives, retrieval
+from dmmsa import batching, configs, evaluation, feature_cache, objectives, retrieval
 from dmmsa import model as model_lib
 from dmmsa.checkpoint import Checkpointer, EpochSums, Progress, atomic_save, cpu_clone, set_seed
 from dmmsa.distributed import Dist, epoch_indices
@@ -364,14 +364,18 @@ def run_seed(run: Run, seed: int) -> dict[str, Any]:
     for name in run.config.phases:
         if name in completed:
             continue
-        phase = build_phase(run, name, model, seed)
-        resumed = checkpoint if checkpoint is not None and checkpoint["phase"] == name else None
-        completed[name] = train_phase(run, phase, model, seed, checkpointer, completed, resumed)
+        with feature_cache.fusion_inputs(run, model, seed_dir, name):  # --freeze-encoders
+            phase = build_phase(run, name, model, seed)
+            resumed = (checkpoint if checkpoint is not None and checkpoint["phase"] == name
+                       else None)
+            completed[name] = train_phase(run, phase, model, seed, checkpointer, completed,
+                                          resumed)
         if pretrain and name == pretrain[-1] and run.dist.main:
             atomic_save(model.state_dict(), seed_dir / "pretrained.pt")
     result: dict[str, Any] = {"seed": seed, "phases": _phase_results(completed)}
     if "fusion" in run.config.phases:
-        result.update(_test(run, model))
+        with feature_cache.fusion_inputs(run, model, seed_dir, "fusion"):
+            result.update(_test(run, model))
         if run.dist.main:
             atomic_save(model.state_dict(), seed_dir / "model_best.pt")
     result["wall_seconds"] = round(time.perf_counter() - started, 2)

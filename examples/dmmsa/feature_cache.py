@@ -1,0 +1,125 @@
+"""``--freeze-encoders``: the fusion stage on fixed encoders, their outputs computed once.
+
+ConFEDE keeps its text encoder fixed in the fusion stage; with ``--freeze-encoders`` every
+encoder is fixed after the unimodal pre-training (no gradient, evaluation mode: no dropout), and
+the fusion trains the decomposition head alone. Its inputs, the encoders' pooled outputs, are
+then the same every epoch, so they are computed once per split and cached in
+``seed<s>/encoder_features.pt`` (pooled ``[N, d_m]`` vectors per modality, never token
+sequences). The cache is keyed by a digest of the pre-trained encoder weights, the data file's
+content digest and the modalities; a cache whose key or shapes do not match this run is refused
+with a message, never used. ``--no-feature-cache`` trains the same frozen model without the
+cache (the encoders run at every step), for an A/B of the two.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from dmmsa import batching
+from dmmsa import model as model_lib
+from dmmsa.checkpoint import atomic_save
+from dmmsa.run_state import Run
+
+__all__ = ["CACHE_NAME", "CachedDataset", "cache_key", "fusion_inputs"]
+
+CACHE_NAME = "encoder_features.pt"
+
+
+class CachedDataset(Dataset):
+    """A split's samples as the encoders' cached outputs (``"encoded"``), labels and index."""
+
+    def __init__(self, source: batching.MSADataset, encoded: dict[str, torch.Tensor]) -> None:
+        self.labels = source.labels
+        self.encoded = encoded
+
+    def __len__(self) -> int:
+        return len(self.labels["M"])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = int(index) % len(self)
+        return {"encoded": {m: values[index] for m, values in self.encoded.items()},
+                "labels": {name: values[index] for name, values in self.labels.items()},
+                "index": torch.tensor(index, dtype=torch.int64)}
+
+
+def cache_key(run: Run, model: model_lib.DMMSAModel) -> dict[str, str]:
+    """What the cached features depend on: the encoders' weights, the data and its modalities."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.encoders.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return {"encoders_sha256": digest.hexdigest(), "data_sha256": run.config.data_sha256,
+            "data": run.config.data, "modalities": "".join(model.modalities)}
+
+
+@contextlib.contextmanager
+def fusion_inputs(run: Run, model: model_lib.DMMSAModel, seed_dir: Path,
+                  phase: str) -> Iterator[None]:
+    """Inside: the fusion phase of a ``--freeze-encoders`` run reads fixed encoders, and (unless
+    ``--no-feature-cache``) ``run.datasets`` are the cached outputs. Nothing otherwise."""
+    if phase != "fusion" or not run.config.freeze_encoders:
+        yield
+        return
+    model.freeze_encoders()
+    if run.args.no_feature_cache:
+        yield
+        return
+    encoded = _load_or_compute(run, model, seed_dir / CACHE_NAME)
+    original = run.datasets
+    run.datasets = {name: CachedDataset(split, encoded[name]) for name, split in original.items()}
+    try:
+        yield
+    finally:
+        run.datasets = original
+
+
+def _load_or_compute(run: Run, model: model_lib.DMMSAModel,
+                     path: Path) -> dict[str, dict[str, torch.Tensor]]:
+    key = cache_key(run, model)
+    if run.dist.main and not path.exists():
+        atomic_save({"key": key, "splits": _encode_splits(run, model)}, path)
+        size = path.stat().st_size / 2**20
+        run.log(f"encoder features cached in {path} ({size:.1f} MiB)")
+    run.dist.barrier()
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if saved.get("key") != key:
+        differing = [k for k in key if saved.get("key", {}).get(k) != key[k]]
+        raise SystemExit(f"train.py: error: {path} holds the encoder features of other "
+                         f"{', '.join(differing) or 'settings'}; it is never used for this run. "
+                         "Delete it to compute the features again")
+    splits = saved["splits"]
+    for name, dataset in run.datasets.items():
+        for m, values in splits.get(name, {}).items():
+            if values.shape != (len(dataset), model.feature_dims[m]):
+                raise SystemExit(f"train.py: error: {path}: the cached {name} features of {m} "
+                                 f"have shape {tuple(values.shape)}, this run needs "
+                                 f"{(len(dataset), model.feature_dims[m])}; delete it to "
+                                 "compute them again")
+    return {name: {m: values.to(run.dist.device) for m, values in features.items()}
+            for name, features in splits.items()}
+
+
+@torch.no_grad()
+def _encode_splits(run: Run, model: model_lib.DMMSAModel) -> dict[str, dict[str, torch.Tensor]]:
+    """The fixed encoders' outputs of every split, in evaluation mode."""
+    was_training = model.training
+    model.eval()
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for name, dataset in run.datasets.items():
+        parts: dict[str, list[torch.Tensor]] = {m: [] for m in model.modalities}
+        for batch in batching.make_loader(dataset, batch_size=64, seed=0):  # global RNG untouched
+            batch = model_lib.batch_to(batch, run.dist.device)
+            with run.autocast():
+                encoded = model.encode(batch)
+            for m, values in encoded.items():
+                parts[m].append(values.float().cpu())
+        out[name] = {m: torch.cat(values) for m, values in parts.items()}
+    model.train(was_training)
+    return out
