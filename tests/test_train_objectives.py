@@ -172,9 +172,9 @@ def test_frozen_encoders_give_the_same_results_cached_and_uncached(tiny_data, tm
     cached, uncached = tmp_path / "cached", tmp_path / "uncached"
     assert train.main(args(tiny_data, cached, *flags)) == 0
     assert "encoder features cached in" in capsys.readouterr().out
-    assert (cached / "seed1" / "encoder_features.pt").is_file()
+    assert len(list((cached / "seed1").glob("encoder_features_*.pt"))) == 1
     assert train.main(args(tiny_data, uncached, *flags, "--no-feature-cache")) == 0
-    assert not (uncached / "seed1" / "encoder_features.pt").exists()
+    assert not list((uncached / "seed1").glob("encoder_features_*.pt"))
     a = finished(cached)["per_seed"][0]
     b = finished(uncached)["per_seed"][0]
     assert a["test"] == b["test"]  # result.json keeps 4 digits
@@ -196,7 +196,7 @@ def test_a_stale_feature_cache_is_refused(tiny_data, tmp_path):
     out = tmp_path / "run"
     flags = ["--freeze-encoders", "--stage", "fusion"]
     assert train.main(args(tiny_data, out, *flags)) == 0
-    cache = out / "seed1" / "encoder_features.pt"
+    (cache,) = (out / "seed1").glob("encoder_features_*.pt")
     saved = torch.load(cache, weights_only=True)
     saved["key"]["encoders_sha256"] = "0" * 64  # made from other pre-trained weights
     torch.save(saved, cache)
@@ -210,3 +210,18 @@ def test_no_feature_cache_needs_frozen_encoders(tiny_data, tmp_path, capsys):
     with pytest.raises(SystemExit):
         train.main(args(tiny_data, tmp_path / "run", "--no-feature-cache"))
     assert "--no-feature-cache applies to --freeze-encoders" in capsys.readouterr().err
+
+
+def test_runs_from_the_same_pretrained_encoders_share_one_cache(tiny_data, tmp_path, capsys):
+    shared = tmp_path / "features"
+    first, second = tmp_path / "a", tmp_path / "b"
+    assert train.main(args(tiny_data, first, "--freeze-encoders", "--feature-cache",
+                           str(shared))) == 0
+    assert "encoder features cached in" in capsys.readouterr().out
+    (second / "seed1").mkdir(parents=True)
+    (second / "seed1" / "pretrained.pt").write_bytes(
+        (first / "seed1" / "pretrained.pt").read_bytes())
+    assert train.main(args(tiny_data, second, "--freeze-encoders", "--feature-cache",
+                           str(shared), "--stage", "fusion", "--objective", "plain")) == 0
+    assert "encoder features cached in" not in capsys.readouterr().out  # read, not computed
+    assert len(list(shared.glob("encoder_features_*.pt"))) == 1

@@ -170,6 +170,10 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
                              "whose tiny layers run slower with more; else torch's default)")
     parser.add_argument("--limit-batches", type=int, default=None,
                         help="at most N training batches per epoch (quick checks)")
+    parser.add_argument("--feature-cache", type=Path, default=None, metavar="DIR",
+                        help="with --freeze-encoders: the folder of the cached encoder outputs "
+                             "(default: the seed's folder); runs from the same pre-trained "
+                             "encoders can share one (compare does)")
     parser.add_argument("--no-feature-cache", action="store_true",
                         help="with --freeze-encoders: run the fixed encoders at every step "
                              "instead of caching their outputs (the same results, for an A/B)")
@@ -189,6 +193,11 @@ def _check_objective(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     if confede and args.objective != "confede":
         parser.error(f"{'/'.join(confede)} set ConFEDE's sample selector; they apply to "
                      f"--objective confede only, got --objective {args.objective}")
+    if args.feature_cache is not None and (not args.freeze_encoders or args.no_feature_cache):
+        parser.error("--feature-cache applies to --freeze-encoders with the cache on")
+    if args.feature_cache is not None and args.feature_cache.exists() \
+            and not args.feature_cache.is_dir():
+        parser.error(f"--feature-cache {args.feature_cache}: is a file; expected a folder")
     if args.no_feature_cache and not args.freeze_encoders:
         parser.error("--no-feature-cache applies to --freeze-encoders (only fixed encoders' "
                      "outputs are cached)")

@@ -224,8 +224,10 @@ def plan(args: argparse.Namespace) -> list[Job]:
                 name = f"fold{fold} seed{seed} {variant}"
                 copy = _copier(pre_out / f"seed{seed}" / "pretrained.pt",
                                out / f"seed{seed}" / "pretrained.pt", name)
+                shared = (["--feature-cache", str(base / "encoder_features")]
+                          if "--freeze-encoders" in [*flags[variant], *args.extra] else [])
                 jobs.append(Job(name, out, [*common, "--stage", "fusion", *flags[variant],
-                                            "--out", str(out), *args.extra],
+                                            *shared, "--out", str(out), *args.extra],
                                 after=pretrain, before_start=copy))
     return jobs
 

@@ -4,17 +4,19 @@ ConFEDE keeps its text encoder fixed in the fusion stage; with ``--freeze-encode
 encoder is fixed after the unimodal pre-training (no gradient, evaluation mode: no dropout), and
 the fusion trains the decomposition head alone. Its inputs, the encoders' pooled outputs, are
 then the same every epoch, so they are computed once per split and cached in
-``seed<s>/encoder_features.pt`` (pooled ``[N, d_m]`` vectors per modality, never token
-sequences). The cache is keyed by a digest of the pre-trained encoder weights, the data file's
-content digest and the modalities; a cache whose key or shapes do not match this run is refused
-with a message, never used. ``--no-feature-cache`` trains the same frozen model without the
-cache (the encoders run at every step), for an A/B of the two.
+``seed<s>/encoder_features_<digest>.pt`` (or ``--feature-cache DIR``, shared by runs from the
+same pre-trained encoders; pooled ``[N, d_m]`` vectors per modality, never token sequences). The
+cache is keyed by a digest of the pre-trained encoder weights, the data file's content digest and
+the modalities (its name holds a digest of that key); a cache whose key or shapes do not match
+this run is refused with a message, never used. ``--no-feature-cache`` trains the same frozen
+model without the cache (the encoders run at every step), for an A/B of the two.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from dmmsa import model as model_lib
 from dmmsa.checkpoint import atomic_save
 from dmmsa.run_state import Run
 
-__all__ = ["CACHE_NAME", "CachedDataset", "cache_key", "fusion_inputs"]
+__all__ = ["CACHE_NAME", "CachedDataset", "cache_key", "cache_path", "fusion_inputs"]
 
 CACHE_NAME = "encoder_features.pt"
 
@@ -47,6 +49,18 @@ class CachedDataset(Dataset):
         return {"encoded": {m: values[index] for m, values in self.encoded.items()},
                 "labels": {name: values[index] for name, values in self.labels.items()},
                 "index": torch.tensor(index, dtype=torch.int64)}
+
+
+def cache_path(run: Run, model: model_lib.DMMSAModel, seed_dir: Path) -> Path:
+    """``encoder_features_<digest>.pt`` in ``--feature-cache`` (default: the seed's folder).
+
+    The name holds a digest of :func:`cache_key`, so runs that share a folder (``compare``'s
+    variants of one fold and seed, from the same pre-trained encoders) share one cache, and a
+    cache of other weights or data is never even found.
+    """
+    key = json.dumps(cache_key(run, model), sort_keys=True).encode()
+    folder = run.args.feature_cache if run.args.feature_cache is not None else seed_dir
+    return folder / f"{CACHE_NAME.removesuffix('.pt')}_{hashlib.sha256(key).hexdigest()[:16]}.pt"
 
 
 def cache_key(run: Run, model: model_lib.DMMSAModel) -> dict[str, str]:
@@ -71,7 +85,7 @@ def fusion_inputs(run: Run, model: model_lib.DMMSAModel, seed_dir: Path,
     if run.args.no_feature_cache:
         yield
         return
-    encoded = _load_or_compute(run, model, seed_dir / CACHE_NAME)
+    encoded = _load_or_compute(run, model, cache_path(run, model, seed_dir))
     original = run.datasets
     run.datasets = {name: CachedDataset(split, encoded[name]) for name, split in original.items()}
     try:
@@ -84,6 +98,7 @@ def _load_or_compute(run: Run, model: model_lib.DMMSAModel,
                      path: Path) -> dict[str, dict[str, torch.Tensor]]:
     key = cache_key(run, model)
     if run.dist.main and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_save({"key": key, "splits": _encode_splits(run, model)}, path)
         size = path.stat().st_size / 2**20
         run.log(f"encoder features cached in {path} ({size:.1f} MiB)")
