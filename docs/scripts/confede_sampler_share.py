@@ -3,10 +3,14 @@
 For every anchor of a labelled split, the share of its "similar-similar" pool (the candidates
 ConFEDE draws its two positives from) whose rounded label equals the anchor's, against chance
 (the share of all other samples with that label), and how many anchors have sample 0 in that
-pool. Features: any per-clip vectors, e.g. the 400-clip CMU-MOSI subset's visual features::
+pool. Features: any per-clip vectors, e.g. the 400-clip CMU-MOSI subset's visual features, or
+the fixed encoders' outputs that ``train.py --freeze-encoders`` cached (T; V; A, as ConFEDE ranks
+by them) with the training split of the pickle they were computed from::
 
     python docs/scripts/confede_sampler_share.py --labels $DATA/cmu-mosi-400/labels.csv \\
         --features $DATA/cmu-mosi-400/visual_resnet18.npz
+    python docs/scripts/confede_sampler_share.py --data runs/real/mosi400_fold0.pkl \\
+        --encoder-features runs/study20/fold0/seed1/encoder_features/encoder_features_*.pt
 """
 
 from __future__ import annotations
@@ -31,12 +35,29 @@ def read(labels_csv: Path, features_npz: Path) -> tuple[torch.Tensor, torch.Tens
     return torch.from_numpy(features[keep]).reshape(len(keep), -1), labels
 
 
+def read_cache(data: Path, cache: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training split's cached T; V; A encoder outputs and its labels."""
+    from mtobjectives.io import load_pickle_safely
+
+    train = load_pickle_safely(data)["train"]
+    encoded = torch.load(cache, weights_only=True)["splits"]["train"]
+    features = torch.cat([encoded[m] for m in ("T", "V", "A") if m in encoded], dim=1)
+    return features, torch.tensor(np.asarray(train["regression_labels"], np.float32))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--labels", type=Path, required=True)
-    parser.add_argument("--features", type=Path, required=True)
+    parser.add_argument("--labels", type=Path, help="label CSV (with --features)")
+    parser.add_argument("--features", type=Path, help=".npz of ids and per-clip features")
+    parser.add_argument("--data", type=Path, help="feature pickle (with --encoder-features)")
+    parser.add_argument("--encoder-features", type=Path, help="a cache of train.py")
     args = parser.parse_args(argv)
-    features, labels = read(args.labels, args.features)
+    if args.encoder_features is not None and args.data is not None:
+        features, labels = read_cache(args.data, args.encoder_features)
+    elif args.labels is not None and args.features is not None:
+        features, labels = read(args.labels, args.features)
+    else:
+        parser.error("give --labels and --features, or --data and --encoder-features")
     rounded = torch.round(labels.double())
     chance = float(np.mean([float((rounded[torch.arange(len(rounded)) != i] == rounded[i])
                                   .double().mean()) for i in range(len(rounded))]))
