@@ -225,3 +225,21 @@ def test_runs_from_the_same_pretrained_encoders_share_one_cache(tiny_data, tmp_p
                            str(shared), "--stage", "fusion", "--objective", "plain")) == 0
     assert "encoder features cached in" not in capsys.readouterr().out  # read, not computed
     assert len(list(shared.glob("encoder_features_*.pt"))) == 1
+
+
+@pytest.mark.parametrize("objective, terms", [
+    ("self_mm", ["M", "T"]), ("misa", ["Task", "Diff", "Recon"]), ("confede", ["MSE", "Uni"]),
+    ("dmmsa", ["MSR", "MSC", "Uni"]),
+])
+def test_on_text_only_the_header_names_only_the_terms_that_run(tiny_data, tmp_path, capsys,
+                                                              objective, terms):
+    splits = pickle.loads(tiny_data.read_bytes())
+    for split in splits.values():
+        for key in ("audio", "audio_lengths", "vision", "vision_lengths"):
+            split.pop(key, None)
+    data = tmp_path / "t.pkl"
+    data.write_bytes(pickle.dumps(splits))
+    assert train.main(args(data, tmp_path / "run", "--objective", objective)) == 0
+    assert f"terms {terms}" in capsys.readouterr().out
+    header = (tmp_path / "run" / "seed1" / "fusion.csv").read_text().splitlines()[0]
+    assert all(f"loss_{t}" in header for t in terms)

@@ -77,10 +77,17 @@ def _all_modalities(config: configs.RunConfig) -> bool:
     return set(config.experiment.model.modalities) == {"T", "A", "V"}
 
 
-def active_terms(objective: mt.MultiTaskObjective) -> list[str]:
-    """The terms the objective computes (a weight-0 term and Self-MM's label update left out),
-    for the run's header."""
-    fixed = {name: weight for name, weight in objective.fixed.items() if name != "labels"}
+def active_terms(objective: mt.MultiTaskObjective, config: configs.RunConfig) -> list[str]:
+    """The terms the objective computes on this data, for the run's header: a weight-0 term,
+    Self-MM's label update, and a term whose modalities the data lacks (Self-MM's ``A``/``V``,
+    MISA's similarity of two shared representations) left out."""
+    modalities = config.experiment.model.modalities
+    absent = {"labels"}
+    if config.objective == "self_mm":
+        absent |= {m for m in ("T", "A", "V") if m not in modalities}
+    if config.objective == "misa" and len(modalities) < 2:
+        absent.add("Sim")
+    fixed = {name: weight for name, weight in objective.fixed.items() if name not in absent}
     return [name for name in objective.tasks
             if name in objective.dynamic or fixed.get(name, 0.0) > 0.0]
 

@@ -88,7 +88,7 @@ def _what_is_trained(run: Run, name: str, model: model_lib.DMMSAModel,
         labels = run.datasets["train"].labels["M"].float()
         objective = objectives.fusion_objective(run.config, run.binning, labels)
         run.log(f"fusion objective: {objectives.run_name(run.config)}; terms "
-                f"{objectives.active_terms(objective)}")
+                f"{objectives.active_terms(objective, run.config)}")
         return experiment.train.fusion, model, objective, "M"
     modality = name[-1]
     model.set_text_trainable(True)
