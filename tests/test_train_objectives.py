@@ -243,3 +243,17 @@ def test_on_text_only_the_header_names_only_the_terms_that_run(tiny_data, tmp_pa
     assert f"terms {terms}" in capsys.readouterr().out
     header = (tmp_path / "run" / "seed1" / "fusion.csv").read_text().splitlines()[0]
     assert all(f"loss_{t}" in header for t in terms)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--feature-cache", "{tmp}/c"], "--feature-cache applies to --freeze-encoders"),
+    (["--freeze-encoders", "--no-feature-cache", "--feature-cache", "{tmp}/c"],
+     "--feature-cache applies to --freeze-encoders with the cache on"),
+    (["--freeze-encoders", "--feature-cache", "{tmp}/file"], "is a file; expected a folder"),
+])
+def test_bad_feature_cache_flags_are_one_line(tiny_data, tmp_path, capsys, flags, message):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit):
+        train.main(args(tiny_data, tmp_path / "run",
+                        *[f.format(tmp=tmp_path) for f in flags]))
+    assert message in capsys.readouterr().err
