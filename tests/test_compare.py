@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from scipy.stats import wilcoxon
 
 from dmmsa import compare, compare_tables, evaluate_real, reporting, synthetic, text_alone, train
@@ -23,12 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 METRICS = ("Has0_acc_2", "Non0_acc_2", "Has0_F1_score", "Non0_F1_score", "Mult_acc_7")
 
-
-@pytest.fixture(autouse=True)
-def keep_torch_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def args_for(tmp_path: Path, *extra: str, files: int = 4) -> list[str]:

@@ -49,12 +49,6 @@ def text_only(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     return path
 
 
-@pytest.fixture(autouse=True)
-def keep_torch_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
 
 def fusion_rows(data_path: Path, out: Path, *flags: str) -> list[dict[str, str]]:
     """A 3-epoch fusion run of 2 batches per epoch; its ``fusion.csv`` rows."""

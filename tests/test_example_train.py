@@ -36,13 +36,6 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return synthetic.make_synthetic(path, seed=0, n_train=48, n_valid=15, n_test=15)
 
 
-@pytest.fixture(autouse=True)
-def keep_torch_threads():
-    """``train.main`` sets the thread count of this process; give it back afterwards."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
 
 def fast_args(data: Path, out: Path, *extra: str) -> list[str]:
     return ["--data", str(data), "--out", str(out), "--pretrain-epochs", "1", "--epochs", "2",

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from dmmsa import compare, runlock, synthetic, train
 
@@ -23,12 +22,6 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("data") / "tiny.pkl"
     return synthetic.make_synthetic(path, seed=0, n_train=32, n_valid=12, n_test=12)
 
-
-@pytest.fixture(autouse=True)
-def keep_torch_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def fusion_args(data: Path | str, out: Path, *extra: str) -> list[str]:

@@ -24,12 +24,6 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return synthetic.make_synthetic(path, seed=0, n_train=40, n_valid=12, n_test=12)
 
 
-@pytest.fixture(autouse=True)
-def keep_torch_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
 
 def args(data: Path, out: Path, *extra: str) -> list[str]:
     return ["--data", str(data), "--out", str(out), "--pretrain-epochs", "1", "--epochs", "3",

@@ -29,7 +29,8 @@ from dmmsa import model as model_lib
 from dmmsa.checkpoint import atomic_save
 from dmmsa.run_state import Run
 
-__all__ = ["CACHE_NAME", "CachedDataset", "cache_key", "cache_path", "fusion_inputs"]
+__all__ = ["CACHE_NAME", "CachedDataset", "cache_key", "cache_path", "encode_split",
+           "fusion_inputs"]
 
 CACHE_NAME = "encoder_features.pt"
 
@@ -121,20 +122,24 @@ def _load_or_compute(run: Run, model: model_lib.DMMSAModel,
             for name, features in splits.items()}
 
 
-@torch.no_grad()
 def _encode_splits(run: Run, model: model_lib.DMMSAModel) -> dict[str, dict[str, torch.Tensor]]:
     """The fixed encoders' outputs of every split, in evaluation mode."""
+    return {name: encode_split(run, model, dataset) for name, dataset in run.datasets.items()}
+
+
+@torch.no_grad()
+def encode_split(run: Run, model: model_lib.DMMSAModel, dataset: Any) -> dict[str, torch.Tensor]:
+    """Each encoder's pooled output ``{m: [N, d_m]}`` (float32, CPU) of a whole split, in
+    evaluation mode and without gradient; the loader has its own generator, so the global
+    random state is untouched (a run's later draws do not depend on this pass)."""
     was_training = model.training
     model.eval()
-    out: dict[str, dict[str, torch.Tensor]] = {}
-    for name, dataset in run.datasets.items():
-        parts: dict[str, list[torch.Tensor]] = {m: [] for m in model.modalities}
-        for batch in batching.make_loader(dataset, batch_size=64, seed=0):  # global RNG untouched
-            batch = model_lib.batch_to(batch, run.dist.device)
-            with run.autocast():
-                encoded = model.encode(batch)
-            for m, values in encoded.items():
-                parts[m].append(values.float().cpu())
-        out[name] = {m: torch.cat(values) for m, values in parts.items()}
+    parts: dict[str, list[torch.Tensor]] = {m: [] for m in model.modalities}
+    for batch in batching.make_loader(dataset, batch_size=64, seed=0):
+        batch = model_lib.batch_to(batch, run.dist.device)
+        with run.autocast():
+            encoded = model.encode(batch)
+        for m, values in encoded.items():
+            parts[m].append(values.float().cpu())
     model.train(was_training)
-    return out
+    return {m: torch.cat(values) for m, values in parts.items()}

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch.utils.data import default_collate
 
-from dmmsa import batching
+from dmmsa import feature_cache
 from dmmsa import model as model_lib
 from dmmsa.run_state import Phase, Run
 
@@ -28,26 +28,15 @@ def retrieves(phase: Phase) -> bool:
     return phase.name == "fusion" and hasattr(phase.objective, "sampler")
 
 
-@torch.no_grad()
 def rebuild_if_due(run: Run, phase: Phase, model: model_lib.DMMSAModel, epoch: int) -> None:
     """Rebuild the sampler's pools from the training split before ``epoch`` (1-based), if due."""
     sampler = phase.objective.sampler
     if not sampler.needs_rebuild(epoch):
         return
     train = run.datasets["train"]
-    was_training = model.training
-    model.eval()
-    parts = []
-    loader = batching.make_loader(train, batch_size=max(phase.stage.batch_size, 64),
-                                  seed=0)  # its own generator: the global RNG is untouched
-    for batch in loader:
-        batch = model_lib.batch_to(batch, run.dist.device)
-        with run.autocast():
-            features = model.encode(batch)
-        parts.append(torch.cat([features[m].float() for m in ("T", "V", "A") if m in features],
-                               dim=-1).cpu())
-    model.train(was_training)
-    sampler.rebuild(torch.cat(parts), train.labels["M"].float().cpu())
+    encoded = feature_cache.encode_split(run, model, train)
+    features = torch.cat([encoded[m] for m in ("T", "V", "A") if m in encoded], dim=-1)
+    sampler.rebuild(features, train.labels["M"].float().cpu())
     run.log(f"{phase.name} epoch {epoch}: ConFEDE's sampler rebuilt from {len(train)} training "
             f"clips ({'as written' if sampler.as_written else 'intended'} reading)")
 
