@@ -131,19 +131,13 @@ def test_compare_knows_every_recipe_as_a_variant(tmp_path):
         assert "--objective" in jobs[name] and name in jobs[name]
 
 
-@pytest.mark.parametrize("objective", ["confede", "self_mm"])
-def test_an_interrupted_fusion_resumes_to_the_uninterrupted_result(tiny_data, tmp_path,
-                                                                    monkeypatch, objective):
-    """The sampler's pools and random state, and Self-MM's label maps, are in the checkpoint."""
+def stop_in_fusion(data: Path, out: Path, monkeypatch: pytest.MonkeyPatch, *flags: str) -> None:
+    """Run ``train.py`` and interrupt it at the 4th fusion step (epoch 2 with ``args``)."""
     from dmmsa import training
 
-    flags = ["--objective", objective, "--save-every", "1", "--epochs", "4"]
-    whole = tmp_path / "whole"
-    assert train.main(args(tiny_data, whole, *flags)) == 0
-    stopped = tmp_path / "stopped"
     real_step, calls = training.train_step, {"fusion": 0}
 
-    def stop_in_fusion(run, phase, *rest):
+    def stop(run, phase, *rest):
         if phase.name == "fusion":
             calls["fusion"] += 1
             if calls["fusion"] == 4:  # epoch 2 of fusion, after its rebuild and a step
@@ -151,11 +145,29 @@ def test_an_interrupted_fusion_resumes_to_the_uninterrupted_result(tiny_data, tm
         return real_step(run, phase, *rest)
 
     with monkeypatch.context() as patch:
-        patch.setattr(training, "train_step", stop_in_fusion)
+        patch.setattr(training, "train_step", stop)
         with pytest.raises(KeyboardInterrupt):
-            train.main(args(tiny_data, stopped, *flags))
+            train.main(args(data, out, *flags))
+
+
+@pytest.mark.parametrize("flags", [
+    ["--objective", "confede"], ["--objective", "self_mm"],
+    ["--freeze-encoders"], ["--freeze-encoders", "--no-feature-cache"],
+    ["--freeze-encoders", "--stage", "fusion"],  # no pretrained.pt: the seed's initial encoders
+])
+def test_an_interrupted_fusion_resumes_to_the_uninterrupted_result(tiny_data, tmp_path,
+                                                                    monkeypatch, flags):
+    """The sampler's pools and random state, Self-MM's label maps, and with frozen encoders the
+    head alone, are in the checkpoint; the frozen encoders come back from where they were."""
+    flags = [*flags, "--save-every", "1", "--epochs", "4"]
+    whole = tmp_path / "whole"
+    assert train.main(args(tiny_data, whole, *flags)) == 0
+    stopped = tmp_path / "stopped"
+    stop_in_fusion(tiny_data, stopped, monkeypatch, *flags)
     assert train.main(args(tiny_data, stopped, *flags, "--resume")) == 0
     assert finished(stopped)["per_seed"][0]["test"] == finished(whole)["per_seed"][0]["test"]
+    assert (finished(stopped)["per_seed"][0]["phases"]["fusion"]["valid"]
+            == finished(whole)["per_seed"][0]["phases"]["fusion"]["valid"])
 
 
 # ----------------------------------------------------------------- --freeze-encoders
@@ -184,6 +196,37 @@ def test_frozen_encoders_do_not_move_in_the_fusion_stage(tiny_data, tmp_path):
     assert encoders and all(torch.equal(pretrained[k], best[k]) for k in encoders)
     heads = [k for k in pretrained if k.startswith("head.similarity")]
     assert any(not torch.equal(pretrained[k], best[k]) for k in heads)
+
+
+def test_a_frozen_run_checkpoints_the_head_and_a_digest_of_the_encoders(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    assert train.main(args(tiny_data, out, "--freeze-encoders", "--keep-checkpoint")) == 0
+    saved = torch.load(out / "seed1" / "checkpoint.pt", weights_only=True)
+    assert saved["phase"] == "fusion" and saved["fixed"]["prefix"] == "encoders."
+    for state in (saved["model"], saved["best"]["state"]):
+        assert state and not [k for k in state if k.startswith("encoders.")]
+        assert [k for k in state if k.startswith("head.")]
+    (cache,) = (out / "seed1").glob("encoder_features_*.pt")  # the same digest keys the cache
+    assert (saved["fixed"]["sha256"]
+            == torch.load(cache, weights_only=True)["key"]["encoders_sha256"])
+    best = torch.load(out / "seed1" / "model_best.pt", weights_only=True)
+    assert [k for k in best if k.startswith("encoders.")]  # the model file is whole
+
+
+def test_a_head_checkpoint_refuses_encoders_other_than_its_own(tiny_data, tmp_path,
+                                                                 monkeypatch):
+    out = tmp_path / "run"
+    flags = ["--freeze-encoders", "--save-every", "1"]
+    stop_in_fusion(tiny_data, out, monkeypatch, *flags)
+    pretrained = out / "seed1" / "pretrained.pt"
+    state = torch.load(pretrained, weights_only=True)
+    name = next(k for k in state if k.startswith("encoders.") and state[k].is_floating_point())
+    state[name] = state[name] + 1.0  # another pre-training
+    torch.save(state, pretrained)
+    with pytest.raises(SystemExit, match=r"checkpoint.pt was made with fixed encoders "
+                                         r"\(encoders\.\*, SHA-256 [0-9a-f]{12}\.\.\.\) that "
+                                         r"this run does not have"):
+        train.main(args(tiny_data, out, *flags, "--resume"))
 
 
 def test_a_stale_feature_cache_is_refused(tiny_data, tmp_path):

@@ -5,6 +5,13 @@ state (GDWG's stage sums and weights), every rank's RNG states and epoch sums, t
 the epoch's sample order, the log rows, the best model so far, and the fingerprint of the
 resolved configuration (``configs.fingerprint``) that a resumed run must match.
 
+Encoders fixed for the phase (``--freeze-encoders``: the model's ``fixed_prefix``) are left out
+of the checkpoint's model and of the best model's copy, with a digest of them in their place
+(``"fixed"``): they cannot change, and with a MiniLM text encoder they are almost all of the
+weights, written every epoch. A resumed run puts them back from where the phase took them
+(``pretrained.pt``, or the seed's initial weights) and checks the digest
+(:func:`load_model`).
+
 Checkpoints are loaded with ``torch.load(..., weights_only=True)``: a checkpoint holds only
 tensors and plain Python values (dicts, lists, tuples, strings, numbers, ``None``; NumPy's RNG
 state is stored as a tensor), so loading one never runs code, and a file that holds anything else
@@ -13,6 +20,7 @@ is refused. Nothing non-finite is written: :meth:`Checkpointer.save` stops the r
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import random
@@ -30,7 +38,8 @@ from dmmsa.distributed import Dist
 from dmmsa.run_state import Phase, TrainingStopped
 
 __all__ = ["CHECKPOINT_FORMAT", "Checkpointer", "EpochSums", "Progress", "atomic_save",
-           "cpu_clone", "set_seed"]
+           "cpu_clone", "fixed_prefix", "load_model", "load_trainable_state", "set_seed",
+           "state_sha256", "trainable_state"]
 
 CHECKPOINT_FORMAT = 2  # 2: weights_only-loadable (NumPy RNG state as a tensor), fingerprint of
 # the resolved configuration (1: a hand-kept list of arguments)
@@ -107,6 +116,73 @@ def cpu_clone(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
 
+def state_sha256(state: dict[str, Tensor]) -> str:
+    """SHA-256 of a state dict: each entry's name and raw bytes, in name order."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state.items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def fixed_prefix(net: nn.Module) -> str | None:
+    """The state-dict prefix of the modules ``net`` keeps fixed in this phase (the model's frozen
+    encoders: ``"encoders."``), or ``None``."""
+    prefix = getattr(net, "fixed_prefix", None)
+    return prefix if isinstance(prefix, str) else None
+
+
+def _split(net: nn.Module) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """``net``'s state: the entries that train, and the fixed ones (names without the prefix)."""
+    state, prefix = net.state_dict(), fixed_prefix(net)
+    if prefix is None:
+        return state, {}
+    fixed = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return {k: v for k, v in state.items() if not k.startswith(prefix)}, fixed
+
+
+def trainable_state(net: nn.Module) -> dict[str, Tensor]:
+    """``net``'s state dict without its fixed entries (:func:`fixed_prefix`)."""
+    return _split(net)[0]
+
+
+def load_trainable_state(net: nn.Module, state: dict[str, Tensor]) -> None:
+    """Load a :func:`trainable_state` (or a whole state dict) into ``net``; only fixed entries
+    may be missing."""
+    prefix = fixed_prefix(net)
+    missing, unexpected = net.load_state_dict(state, strict=prefix is None)
+    wrong = [k for k in missing if prefix is None or not k.startswith(prefix)]
+    if wrong or unexpected:
+        raise RuntimeError(f"the saved state does not fit the model: missing {wrong[:5]}, "
+                           f"unexpected {unexpected[:5]}")
+
+
+def load_model(model: nn.Module, state: dict[str, Any], path: Path) -> None:
+    """Put a checkpoint's model back into ``model``. A checkpoint that left fixed entries out
+    needs them in ``model`` already: their digest must be the saved one.
+
+    Raises:
+        SystemExit: the fixed entries differ from those the checkpoint was made with.
+    """
+    fixed = state.get("fixed")
+    if fixed is None:
+        model.load_state_dict(state["model"])
+        return
+    prefix = fixed["prefix"]
+    present = {k[len(prefix):]: v for k, v in model.state_dict().items() if k.startswith(prefix)}
+    if state_sha256(present) != fixed["sha256"]:
+        raise SystemExit(
+            f"--resume: {path} was made with fixed encoders ({prefix}*, SHA-256 "
+            f"{fixed['sha256'][:12]}...) that this run does not have ({state_sha256(present)[:12]}"
+            "...): the pretrained.pt beside it changed. Put the one it started from back, or "
+            "move the checkpoint away and rerun with --stage fusion")
+    missing, unexpected = model.load_state_dict(state["model"], strict=False)
+    wrong = [k for k in missing if not k.startswith(prefix)]
+    if wrong or unexpected:
+        raise SystemExit(f"--resume: {path} does not fit the model: missing {wrong[:5]}, "
+                         f"unexpected {unexpected[:5]}")
+
+
 class Checkpointer:
     """Saves and restores one seed's ``checkpoint.pt``; knows the last good one for messages.
 
@@ -122,11 +198,13 @@ class Checkpointer:
         self.path = seed_dir / "checkpoint.pt"
         self.seed, self.fingerprint, self.world = seed, fingerprint, world
         self.last_saved = "none (no checkpoint was written yet)"
+        self.fixed: dict[str, str] | None = None  # the phase's fixed entries: prefix and digest
 
     def start_phase(self) -> None:
         """A new phase begins: the last good checkpoint is the previous phase's, if any."""
         self.last_saved = (f"{self.path} (the previous phase's)" if self.path.exists()
                            else "none (no checkpoint was written yet)")
+        self.fixed = None
 
     def load(self) -> dict[str, Any]:
         """The checkpoint, checked against this run (format, fingerprint, number of processes).
@@ -178,7 +256,9 @@ class Checkpointer:
             TrainingStopped: the model holds a non-finite value; nothing is written, and the
                 message names the parameters and the last good checkpoint.
         """
-        state = model.state_dict()
+        state, fixed = _split(model)  # fixed entries: as at the phase's start, never written
+        if fixed and self.fixed is None:  # their digest, once per phase
+            self.fixed = {"prefix": fixed_prefix(model) or "", "sha256": state_sha256(fixed)}
         floating = [(name, tensor) for name, tensor in state.items() if tensor.is_floating_point()]
         if floating and not bool(torch.stack([torch.isfinite(t).all() for _, t in floating]).all()):
             bad = [name for name, tensor in floating if not bool(torch.isfinite(tensor).all())]
@@ -197,6 +277,7 @@ class Checkpointer:
                 "format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint, "seed": self.seed,
                 "phase": phase.name, "epoch": progress.epoch, "batch": progress.batch,
                 "step": progress.step, "completed": completed, "model": state,
+                "fixed": self.fixed if fixed else None,
                 "optimizer": phase.optimizer.state_dict(),
                 "scheduler": phase.scheduler.state_dict(),
                 "history": progress.history, "best": progress.best, "per_rank": per_rank,
@@ -205,7 +286,7 @@ class Checkpointer:
 
     def restore(self, state: dict[str, Any], phase: Phase, model: nn.Module) -> Progress:
         """Put ``state`` (from :meth:`load`, of ``phase``) back; the RNG states last."""
-        model.load_state_dict(state["model"])
+        load_model(model, state, self.path)
         phase.optimizer.load_state_dict(state["optimizer"])
         phase.scheduler.load_state_dict(state["scheduler"])
         mine = state["per_rank"][self.world.rank]

@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 
 from dmmsa import batching
 from dmmsa import model as model_lib
-from dmmsa.checkpoint import atomic_save
+from dmmsa.checkpoint import atomic_save, state_sha256
 from dmmsa.run_state import Run
 
 __all__ = ["CACHE_NAME", "CachedDataset", "cache_key", "cache_path", "encode_split",
@@ -59,18 +59,20 @@ def cache_path(run: Run, model: model_lib.DMMSAModel, seed_dir: Path) -> Path:
     variants of one fold and seed, from the same pre-trained encoders) share one cache, and a
     cache of other weights or data is never even found.
     """
-    key = json.dumps(cache_key(run, model), sort_keys=True).encode()
+    return _path_of(run, cache_key(run, model), seed_dir)
+
+
+def _path_of(run: Run, key: dict[str, str], seed_dir: Path) -> Path:
+    encoded = json.dumps(key, sort_keys=True).encode()
     folder = run.args.feature_cache if run.args.feature_cache is not None else seed_dir
-    return folder / f"{CACHE_NAME.removesuffix('.pt')}_{hashlib.sha256(key).hexdigest()[:16]}.pt"
+    name = f"{CACHE_NAME.removesuffix('.pt')}_{hashlib.sha256(encoded).hexdigest()[:16]}.pt"
+    return folder / name
 
 
 def cache_key(run: Run, model: model_lib.DMMSAModel) -> dict[str, str]:
     """What the cached features depend on: the encoders' weights, the data and its modalities."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.encoders.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return {"encoders_sha256": digest.hexdigest(), "data_sha256": run.config.data_sha256,
+    return {"encoders_sha256": state_sha256(model.encoders.state_dict()),
+            "data_sha256": run.config.data_sha256,
             "data": run.config.data, "modalities": "".join(model.modalities)}
 
 
@@ -86,7 +88,8 @@ def fusion_inputs(run: Run, model: model_lib.DMMSAModel, seed_dir: Path,
     if run.args.no_feature_cache:
         yield
         return
-    encoded = _load_or_compute(run, model, cache_path(run, model, seed_dir))
+    key = cache_key(run, model)  # once: hashing the encoders' weights is not free
+    encoded = _load_or_compute(run, model, key, _path_of(run, key, seed_dir))
     original = run.datasets
     run.datasets = {name: CachedDataset(split, encoded[name]) for name, split in original.items()}
     try:
@@ -95,9 +98,8 @@ def fusion_inputs(run: Run, model: model_lib.DMMSAModel, seed_dir: Path,
         run.datasets = original
 
 
-def _load_or_compute(run: Run, model: model_lib.DMMSAModel,
+def _load_or_compute(run: Run, model: model_lib.DMMSAModel, key: dict[str, str],
                      path: Path) -> dict[str, dict[str, torch.Tensor]]:
-    key = cache_key(run, model)
     if run.dist.main and not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_save({"key": key, "splits": _encode_splits(run, model)}, path)

@@ -348,6 +348,12 @@ class DMMSAModel(nn.Module):
         self.encoders.requires_grad_(False)
         self.encoders.eval()
 
+    @property
+    def fixed_prefix(self) -> str | None:
+        """``"encoders."`` once the encoders are frozen: the state-dict entries that no longer
+        change (checkpoints leave them out, ``dmmsa.checkpoint``); ``None`` before."""
+        return "encoders." if self.encoders_frozen else None
+
     def train(self, mode: bool = True) -> DMMSAModel:
         super().train(mode)
         if self.encoders_frozen:

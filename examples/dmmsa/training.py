@@ -31,7 +31,17 @@ from torch.nn.parallel import DistributedDataParallel
 import mtobjectives as mt
 from dmmsa import batching, configs, evaluation, feature_cache, objectives, retrieval
 from dmmsa import model as model_lib
-from dmmsa.checkpoint import Checkpointer, EpochSums, Progress, atomic_save, cpu_clone, set_seed
+from dmmsa.checkpoint import (
+    Checkpointer,
+    EpochSums,
+    Progress,
+    atomic_save,
+    cpu_clone,
+    load_model,
+    load_trainable_state,
+    set_seed,
+    trainable_state,
+)
 from dmmsa.distributed import Dist, epoch_indices
 from dmmsa.evaluation import as_float, metrics_of
 from dmmsa.reporting import write_csv, write_json
@@ -267,7 +277,7 @@ def end_epoch(run: Run, phase: Phase, progress: Progress, started: float) -> dic
     improved = valid["MAE"] < progress.best["MAE"]
     if improved:
         progress.best = {"MAE": valid["MAE"], "epoch": progress.epoch + 1, "metrics": valid,
-                         "state": cpu_clone(phase.net.state_dict())}
+                         "state": cpu_clone(trainable_state(phase.net))}
     row: dict[str, Any] = {"epoch": progress.epoch + 1, "step": progress.step,
                            "lr": phase.scheduler.get_last_lr()[0],
                            "train_loss": totals[-2] / max(1.0, totals[-1])}
@@ -336,7 +346,7 @@ def _phase_summary(run: Run, phase: Phase, progress: Progress, seed: int) -> dic
     """Load the best epoch's weights into the net; its summary for ``result.json``."""
     best = progress.best
     if best["state"] is not None:
-        phase.net.load_state_dict(best["state"])
+        load_trainable_state(phase.net, best["state"])
     if best["metrics"] is not None:
         run.log(f"seed {seed} {phase.name}: best epoch {best['epoch']}/{phase.stage.epochs}, "
                 f"valid MAE {best['MAE']:.4f}")
@@ -420,11 +430,14 @@ def _start_model(run: Run, seed: int, seed_dir: Path, checkpoint: dict[str, Any]
         # Every rank must draw its own dropout masks: correlated masks across the global batch
         # would make N processes train a different model than one process with the same batch.
         set_seed(seed + 7919 * run.dist.rank)
+    pretrained = seed_dir / "pretrained.pt"
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
+        if checkpoint.get("fixed") is not None and pretrained.exists():  # fixed encoders
+            _load_pretrained(model, torch.load(pretrained, map_location=run.dist.device,
+                                               weights_only=True))
+        load_model(model, checkpoint, seed_dir / "checkpoint.pt")
         return model, checkpoint["completed"]
     if run.config.stage == "fusion":
-        pretrained = seed_dir / "pretrained.pt"
         if pretrained.exists():
             _load_pretrained(model, torch.load(pretrained, map_location=run.dist.device,
                                                weights_only=True))
