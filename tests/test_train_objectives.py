@@ -294,3 +294,39 @@ def test_bad_feature_cache_flags_are_one_line(tiny_data, tmp_path, capsys, flags
         train.main(args(tiny_data, tmp_path / "run",
                         *[f.format(tmp=tmp_path) for f in flags]))
     assert message in capsys.readouterr().err
+
+
+# ------------------------------------------------- docs/scripts/confede_sampler_share.py
+def share_script():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "scripts" / "confede_sampler_share.py"
+    spec = importlib.util.spec_from_file_location("confede_sampler_share", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_share_script_reads_fine_tuned_runs_and_a_feature_cache(tiny_data, tmp_path, capsys,
+                                                                    monkeypatch):
+    script = share_script()
+    out = tmp_path / "run"
+    assert train.main(args(tiny_data, out, "--objective", "confede")) == 0
+    monkeypatch.chdir(tmp_path)  # the run's data is found by the resolved path it trained on
+    capsys.readouterr()
+    script.main(["--model-best", *[str(out / "seed1" / "model_best.pt")] * 2])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and lines[-1].startswith("2 runs, mean ± std: as written ")
+    assert "intended 100.0 ± 0.0 %" in lines[-1]
+    features, labels = script.read_model_best(out / "seed1" / "model_best.pt")
+    assert features.shape[0] == 40 and torch.isfinite(features).all()
+    train_labels = pickle.loads(tiny_data.read_bytes())["train"]["regression_labels"]
+    assert torch.equal(labels, torch.as_tensor(train_labels, dtype=torch.float32))
+    frozen = tmp_path / "frozen"
+    assert train.main(args(tiny_data, frozen, "--freeze-encoders")) == 0
+    (cache,) = (frozen / "seed1").glob("encoder_features_*.pt")
+    capsys.readouterr()
+    script.main(["--data", str(tiny_data), "--encoder-features", str(cache)])
+    printed = capsys.readouterr().out
+    assert "40 clips; chance" in printed and "as_written=False: similar-similar share with " \
+        "the anchor's label 100.0 %" in printed
