@@ -58,6 +58,8 @@ def test_confedes_sampler_is_rebuilt_on_schedule_and_kept_in_the_checkpoint(tiny
                            "intended", "--keep-checkpoint")) == 0
     printed = capsys.readouterr().out
     assert "fusion epoch 1: ConFEDE's sampler rebuilt" in printed
+    assert ("(intended reading); 100.0 % of the similar-similar samples share the anchor's "
+            "rounded label") in printed
     assert "fusion epoch 3: ConFEDE's sampler rebuilt" in printed
     assert "fusion epoch 2: ConFEDE's sampler rebuilt" not in printed
     state = torch.load(out / "seed1" / "checkpoint.pt", weights_only=True)

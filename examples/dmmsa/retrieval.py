@@ -4,9 +4,11 @@ ConFEDE's objective reads, beside each anchor of a batch, six training samples t
 (``mt.recipes.ConFEDESampler``, held by the objective as ``objective.sampler``) retrieved for it.
 Before the epochs it rebuilds at (``needs_rebuild``: 1, 3, 5, ... on MOSI), :func:`rebuild_if_due`
 ranks the training split by the model's current encoder outputs (ConFEDE's ``update_matrix``:
-the pooled T; V; A features, in that order, without gradient); :func:`with_retrieved` appends the
-six samples of every anchor to the batch (ConFEDE's layout: the anchors first, then anchor b's
-samples at rows B + 6b, ..., B + 6b + 5) and says how many rows are anchors.
+the pooled T; V; A features, in that order, without gradient) and logs the share of the
+"similar-similar" samples (its positives' pool) whose rounded label is the anchor's;
+:func:`with_retrieved` appends the six samples of every anchor to the batch (ConFEDE's layout:
+the anchors first, then anchor b's samples at rows B + 6b, ..., B + 6b + 5) and says how many
+rows are anchors.
 """
 
 from __future__ import annotations
@@ -36,9 +38,13 @@ def rebuild_if_due(run: Run, phase: Phase, model: model_lib.DMMSAModel, epoch: i
     train = run.datasets["train"]
     encoded = feature_cache.encode_split(run, model, train)
     features = torch.cat([encoded[m] for m in ("T", "V", "A") if m in encoded], dim=-1)
-    sampler.rebuild(features, train.labels["M"].float().cpu())
+    labels = train.labels["M"].float().cpu()
+    sampler.rebuild(features, labels)
+    share = sampler.same_label_share(labels)  # what its two positives are drawn from
     run.log(f"{phase.name} epoch {epoch}: ConFEDE's sampler rebuilt from {len(train)} training "
-            f"clips ({'as written' if sampler.as_written else 'intended'} reading)")
+            f"clips ({'as written' if sampler.as_written else 'intended'} reading); "
+            f"{100 * share:.1f} % of the similar-similar samples share the anchor's rounded "
+            "label")
 
 
 def with_retrieved(run: Run, phase: Phase, batch: dict[str, Any]) -> tuple[dict[str, Any], int]:
