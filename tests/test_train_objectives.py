@@ -324,6 +324,9 @@ def test_the_share_script_reads_fine_tuned_runs_and_a_feature_cache(tiny_data, t
     assert features.shape[0] == 40 and torch.isfinite(features).all()
     train_labels = pickle.loads(tiny_data.read_bytes())["train"]["regression_labels"]
     assert torch.equal(labels, torch.as_tensor(train_labels, dtype=torch.float32))
+    with pytest.raises(SystemExit, match=r"--model-best .*nothing.pt: expected a train.py "
+                                         r"run's seed<s>/model_best.pt"):
+        script.main(["--model-best", str(tmp_path / "nothing.pt")])
     frozen = tmp_path / "frozen"
     assert train.main(args(tiny_data, frozen, "--freeze-encoders")) == 0
     (cache,) = (frozen / "seed1").glob("encoder_features_*.pt")

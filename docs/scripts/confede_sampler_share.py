@@ -61,7 +61,11 @@ def read_model_best(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     from dmmsa import cli, feature_cache, train
     from dmmsa import model as model_lib
 
-    config = json.loads((path.parent.parent / "config.json").read_text())
+    config_json = path.parent.parent / "config.json"
+    if not path.is_file() or not config_json.is_file():
+        raise SystemExit(f"--model-best {path}: expected a train.py run's seed<s>/model_best.pt, "
+                         f"with the run's config.json beside its seed folder")
+    config = json.loads(config_json.read_text())
     saved = config["args"]
     data = ast.literal_eval(config["fingerprint"]["data"])  # the resolved path it trained on
     with tempfile.TemporaryDirectory() as out:
