@@ -327,6 +327,13 @@ def test_the_share_script_reads_fine_tuned_runs_and_a_feature_cache(tiny_data, t
     with pytest.raises(SystemExit, match=r"--model-best .*nothing.pt: expected a train.py "
                                          r"run's seed<s>/model_best.pt"):
         script.main(["--model-best", str(tmp_path / "nothing.pt")])
+    broken = tmp_path / "broken"
+    (broken / "seed1").mkdir(parents=True)
+    (broken / "seed1" / "model_best.pt").write_bytes(b"")
+    (broken / "config.json").write_text('{"args": {}')
+    with pytest.raises(SystemExit, match=r"config.json is not a train.py run's config.json "
+                                         r"\(JSONDecodeError"):
+        script.main(["--model-best", str(broken / "seed1" / "model_best.pt")])
     frozen = tmp_path / "frozen"
     assert train.main(args(tiny_data, frozen, "--freeze-encoders")) == 0
     (cache,) = (frozen / "seed1").glob("encoder_features_*.pt")

@@ -65,9 +65,13 @@ def read_model_best(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     if not path.is_file() or not config_json.is_file():
         raise SystemExit(f"--model-best {path}: expected a train.py run's seed<s>/model_best.pt, "
                          f"with the run's config.json beside its seed folder")
-    config = json.loads(config_json.read_text())
-    saved = config["args"]
-    data = ast.literal_eval(config["fingerprint"]["data"])  # the resolved path it trained on
+    try:
+        config = json.loads(config_json.read_text())
+        saved = config["args"]
+        data = ast.literal_eval(config["fingerprint"]["data"])  # the resolved path it trained on
+    except (OSError, ValueError, SyntaxError, KeyError, TypeError) as error:
+        raise SystemExit(f"--model-best {path}: {config_json} is not a train.py run's "
+                         f"config.json ({type(error).__name__}: {error})") from None
     with tempfile.TemporaryDirectory() as out:
         run = train.setup(cli.parse_args(["--config", saved["config"], "--data", data,
                                           "--stage", "fusion", "--out", out]))

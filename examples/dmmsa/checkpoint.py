@@ -149,12 +149,16 @@ def trainable_state(net: nn.Module) -> dict[str, Tensor]:
 def load_trainable_state(net: nn.Module, state: dict[str, Tensor]) -> None:
     """Load a :func:`trainable_state` (or a whole state dict) into ``net``; only fixed entries
     may be missing."""
-    prefix = fixed_prefix(net)
+    misfit = _load_leaving_out(net, state, fixed_prefix(net))
+    if misfit:
+        raise RuntimeError(f"the saved state does not fit the model: {misfit}")
+
+
+def _load_leaving_out(net: nn.Module, state: dict[str, Tensor], prefix: str | None) -> str:
+    """Load ``state``, which may lack the entries under ``prefix``; what did not fit, or ``""``."""
     missing, unexpected = net.load_state_dict(state, strict=prefix is None)
     wrong = [k for k in missing if prefix is None or not k.startswith(prefix)]
-    if wrong or unexpected:
-        raise RuntimeError(f"the saved state does not fit the model: missing {wrong[:5]}, "
-                           f"unexpected {unexpected[:5]}")
+    return f"missing {wrong[:5]}, unexpected {unexpected[:5]}" if wrong or unexpected else ""
 
 
 def load_model(model: nn.Module, state: dict[str, Any], path: Path) -> None:
@@ -174,13 +178,11 @@ def load_model(model: nn.Module, state: dict[str, Any], path: Path) -> None:
         raise SystemExit(
             f"--resume: {path} was made with fixed encoders ({prefix}*, SHA-256 "
             f"{fixed['sha256'][:12]}...) that this run does not have ({state_sha256(present)[:12]}"
-            "...): the pretrained.pt beside it changed. Put the one it started from back, or "
-            "move the checkpoint away and rerun with --stage fusion")
-    missing, unexpected = model.load_state_dict(state["model"], strict=False)
-    wrong = [k for k in missing if not k.startswith(prefix)]
-    if wrong or unexpected:
-        raise SystemExit(f"--resume: {path} does not fit the model: missing {wrong[:5]}, "
-                         f"unexpected {unexpected[:5]}")
+            "...): the pretrained.pt beside it (or the seed's initial weights) changed. Put the "
+            "one it started from back, or move the checkpoint away and rerun with --stage fusion")
+    misfit = _load_leaving_out(model, state["model"], prefix)
+    if misfit:
+        raise SystemExit(f"--resume: {path} does not fit the model: {misfit}")
 
 
 class Checkpointer:
