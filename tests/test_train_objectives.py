@@ -334,6 +334,9 @@ def test_the_share_script_reads_fine_tuned_runs_and_a_feature_cache(tiny_data, t
     with pytest.raises(SystemExit, match=r"config.json is not a train.py run's config.json "
                                          r"\(JSONDecodeError"):
         script.main(["--model-best", str(broken / "seed1" / "model_best.pt")])
+    (broken / "config.json").write_text((out / "config.json").read_text())
+    with pytest.raises(SystemExit, match=r"model_best.pt: not the model of that run"):
+        script.main(["--model-best", str(broken / "seed1" / "model_best.pt")])
     frozen = tmp_path / "frozen"
     assert train.main(args(tiny_data, frozen, "--freeze-encoders")) == 0
     (cache,) = (frozen / "seed1").glob("encoder_features_*.pt")

@@ -77,7 +77,11 @@ def read_model_best(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
                                           "--stage", "fusion", "--out", out]))
     model = model_lib.DMMSAModel(run.experiment.model,
                                  reconstruction=saved["objective"] == "misa")
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    try:
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except Exception as error:  # torch raises many kinds for a damaged or foreign file
+        raise SystemExit(f"--model-best {path}: not the model of that run "
+                         f"({type(error).__name__})") from None
     train_split = run.datasets["train"]
     encoded = feature_cache.encode_split(run, model, train_split)
     features = torch.cat([encoded[m] for m in ("T", "V", "A") if m in encoded], dim=1)
