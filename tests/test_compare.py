@@ -180,6 +180,26 @@ def test_a_finished_run_is_skipped_and_the_rest_resumed(tmp_path: Path, capsys) 
     assert len(calls(tmp_path)) == 4  # everything finished: nothing runs again
 
 
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_resumed_command_deletes_what_finished_runs_left(tmp_path: Path, capsys,
+                                                            keep: bool) -> None:
+    out = tmp_path / "out"
+    assert compare.run_jobs(stand_in_jobs(tmp_path), 2, out / "logs") == []
+    left = [out / "fold0/seed1/dmmsa/seed1/pretrained.pt",  # a command stopped after these
+            out / "fold0/seed1/dmmsa/seed1/checkpoint.pt",  # runs ended, before clean-up
+            out / "fold1/seed1/pretrain/seed1/checkpoint.pt"]
+    for path in left:
+        path.write_bytes(b"x" * 1_500_000)
+    capsys.readouterr()
+    assert compare.run_jobs(stand_in_jobs(tmp_path), 2, out / "logs", keep) == []
+    printed = capsys.readouterr().out
+    assert [path.exists() for path in left] == [keep] * 3
+    assert ("deleted 4 MB of resume files" in printed) is not keep
+    assert (out / "fold1/seed1/pretrain/seed1/pretrained.pt").exists()  # the fusions' source
+    assert (out / "fold0/seed1/dmmsa/results.json").exists()
+    assert len(calls(tmp_path)) == 6  # nothing ran again
+
+
 def test_a_fusion_without_pretrained_weights_is_an_error(tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     jobs = stand_in_jobs(tmp_path)
