@@ -137,7 +137,7 @@ argv = sys.argv[1:]
 out = Path(argv[argv.index("--out") + 1])
 seed = argv[argv.index("--seeds") + 1]
 with open(Path(sys.argv[0]).parent / "calls.txt", "a") as log:
-    log.write(str(out) + "\\n")
+    log.write(str(out) + (" --resume" if "--resume" in argv else "") + "\\n")
 (out / f"seed{seed}").mkdir(parents=True, exist_ok=True)
 if "pretrain" in argv:
     (out / f"seed{seed}" / "pretrained.pt").write_text("weights")
@@ -198,6 +198,19 @@ def test_a_resumed_command_deletes_what_finished_runs_left(tmp_path: Path, capsy
     assert (out / "fold1/seed1/pretrain/seed1/pretrained.pt").exists()  # the fusions' source
     assert (out / "fold0/seed1/dmmsa/results.json").exists()
     assert len(calls(tmp_path)) == 6  # nothing ran again
+
+
+def test_a_run_an_earlier_command_stopped_resumes_from_its_checkpoint(tmp_path: Path,
+                                                                      capsys) -> None:
+    out = tmp_path / "out"
+    stopped = out / "fold0/seed1/dmmsa/seed1/checkpoint.pt"  # stopped mid-run: no results.json
+    stopped.parent.mkdir(parents=True)
+    stopped.write_text("epoch 3")
+    assert compare.run_jobs(stand_in_jobs(tmp_path), 2, out / "logs") == []
+    ran = calls(tmp_path)
+    assert ran[ran.index(str(out / "fold0/seed1/dmmsa")) + 1] == "--resume"
+    assert ran.count("--resume") == 1  # the other runs start afresh
+    assert "resume fold0 seed1 dmmsa" in capsys.readouterr().out
 
 
 def test_a_fusion_without_pretrained_weights_is_an_error(tmp_path: Path, capsys) -> None:

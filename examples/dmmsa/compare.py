@@ -19,8 +19,9 @@ Examples (``$DATA`` is your folder of pickles, e.g. made by ``python -m dmmsa.pr
     python -m dmmsa.compare --data $DATA/fold*.pkl --config mosi400 --seeds 1 12 \\
         --variants baseline dmmsa sg warmup --selection --out runs/study
 
-A run whose ``results.json`` exists is skipped: rerun the same command to resume. It is re-used
-only when it was made with the settings this command gives it (the fingerprint in its
+A run whose ``results.json`` exists is skipped: rerun the same command to resume (a run that
+was stopped mid-way continues from its last epoch's checkpoint, ``train.py --resume``). It
+is re-used only when it was made with the settings this command gives it (the fingerprint in its
 ``config.json``: the variant's flags, the preset, the data's resolved path and content); a
 finished run made with other settings is refused before anything is trained, with the setting
 that differs named. One ``compare`` at a time per ``--out`` (``OUT/.lock``). Outputs in
@@ -294,13 +295,19 @@ def _finished(job: Job, failed: list[Job], keep_checkpoints: bool) -> None:
 
 
 def _start(job: Job, log_dir: Path) -> None:
-    log = open(log_dir / (job.name.replace(" ", "_") + ".log"), "w")  # noqa: SIM115
+    # an earlier command stopped this run: its epoch checkpoint continues it (train.py --resume
+    # gives the uninterrupted result, and refuses a checkpoint of other settings, naming it)
+    resume = job.marker == "results.json" and any(job.out.glob("seed*/checkpoint.pt"))
+    log_path = log_dir / (job.name.replace(" ", "_") + ".log")
+    log = open(log_path, "a" if resume else "w")  # noqa: SIM115
     job.started = time.perf_counter()
-    job.process = subprocess.Popen([sys.executable, str(job.script), *job.argv], stdout=log,
+    argv = [*job.argv, "--resume"] if resume else job.argv
+    job.process = subprocess.Popen([sys.executable, str(job.script), *argv], stdout=log,
                                    stderr=subprocess.STDOUT,
                                    env={**os.environ, "OMP_NUM_THREADS": "1",
                                         "TQDM_DISABLE": "1"})
-    print(f"[{time.strftime('%H:%M:%S')}] start {job.name}", flush=True)
+    print(f"[{time.strftime('%H:%M:%S')}] {'resume' if resume else 'start'} {job.name}",
+          flush=True)
 
 
 def run_jobs(jobs: list[Job], n_parallel: int, log_dir: Path,
