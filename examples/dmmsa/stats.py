@@ -455,7 +455,8 @@ def plot_paired_differences(summaries: Mapping[str, Sequence[PairedSummary]],
 
     metrics = _metric_order(summaries)
     labels = list(summaries)
-    figure = Figure(figsize=(4.6 * len(metrics), 1.4 + 0.7 * len(labels)), layout="constrained")
+    figure = Figure(figsize=(2.6 + 4.0 * len(metrics), 1.4 + 0.7 * len(labels)),
+                    layout="constrained")  # room for the row labels beside the first panel
     axes = figure.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
     for column, (ax, metric) in enumerate(zip(axes, metrics)):
         for row, label in enumerate(labels):
@@ -482,7 +483,8 @@ def plot_paired_differences(summaries: Mapping[str, Sequence[PairedSummary]],
         ax.axvspan(left if lower else 0.0, 0.0 if lower else right, color="C2", alpha=0.07,
                    linewidth=0)
         ax.set_xlim(left, right)
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4))  # 5 collided at 3 decimals
+        ax.tick_params(axis="x", labelsize=8)
         ax.set_xlabel(f"Δ {metric} (variant − {reference})\n"
                       + ("← better" if lower else "better →"))
         ax.set_ylim(-0.6, len(labels) - 0.3)
