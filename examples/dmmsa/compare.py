@@ -173,6 +173,10 @@ class Job:
     def done(self) -> bool:
         return (self.out / self.marker).exists()
 
+    def checkpoints(self) -> list[Path]:
+        """A ``train.py`` run's epoch checkpoints (``seed*/checkpoint.pt``); none for others."""
+        return list(self.out.glob("seed*/checkpoint.pt")) if self.marker == "results.json" else []
+
     def clean(self) -> int:
         """Delete what a finished ``train.py`` run no longer needs; the bytes deleted.
 
@@ -183,7 +187,7 @@ class Job:
         """
         if self.marker != "results.json":  # not a train.py run
             return 0
-        paths = list(self.out.glob("seed*/checkpoint.pt"))
+        paths = self.checkpoints()
         if self.after is not None:
             paths += self.out.glob("seed*/pretrained.pt")
         freed = 0
@@ -297,7 +301,7 @@ def _finished(job: Job, failed: list[Job], keep_checkpoints: bool) -> None:
 def _start(job: Job, log_dir: Path) -> None:
     # an earlier command stopped this run: its epoch checkpoint continues it (train.py --resume
     # gives the uninterrupted result, and refuses a checkpoint of other settings, naming it)
-    resume = job.marker == "results.json" and any(job.out.glob("seed*/checkpoint.pt"))
+    resume = bool(job.checkpoints())
     log_path = log_dir / (job.name.replace(" ", "_") + ".log")
     log = open(log_path, "a" if resume else "w")  # noqa: SIM115
     job.started = time.perf_counter()
